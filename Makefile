@@ -1,0 +1,47 @@
+# Two commands do all set-up on a fresh machine:  make run   |   make test
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
+
+.PHONY: run test lint typecheck unit integration services bench-fashion clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(RUN_STAMP): pyproject.toml | $(PY)
+	$(PIP) install -e '.[api,worker]'
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(PY)
+	$(PIP) install -e '.[api,worker,dev]'
+	touch $@ $(RUN_STAMP)
+
+## run: create .venv, install, migrate, start the API and a worker (SQLite, local objects, no servers)
+run: $(RUN_STAMP)
+	$(VENV)/bin/fopro up
+
+## test: install test tools, make sure Postgres and Redis answer, lint, type-check, run every test
+test: $(DEV_STAMP) services lint typecheck
+	$(VENV)/bin/pytest
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(DEV_STAMP)
+	$(VENV)/bin/mypy
+
+unit: $(DEV_STAMP)
+	$(VENV)/bin/pytest tests/unit
+
+integration: $(DEV_STAMP) services
+	$(VENV)/bin/pytest tests/integration tests/e2e
+
+services:
+	scripts/ensure-services.sh
+
+clean:
+	rm -rf $(VENV) .fopro .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,232 @@
+"""``fopro``: run the service (serve, worker, up), migrate the schema, administer teams and keys."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from typing import Annotated
+
+import typer
+
+from app.core.config import get_settings
+from app.core.errors import ServiceError
+from app.teams.models import Role
+
+cli = typer.Typer(no_args_is_help=True, help="FoPro-KD Service: distillation as a service.")
+admin = typer.Typer(no_args_is_help=True, help="Teams and API keys (prints keys once).")
+cli.add_typer(admin, name="admin")
+
+HostOpt = Annotated[str | None, typer.Option(help="Interface to bind (default FOPRO_API_HOST).")]
+PortOpt = Annotated[int | None, typer.Option(help="Port to bind (default FOPRO_API_PORT).")]
+
+
+@cli.command()
+def migrate(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply database migrations up to REVISION (default: head)."""
+    from app.core.migrate import upgrade
+
+    settings = get_settings()
+    upgrade(settings.database_url, revision)
+    typer.echo(f"database at {revision}: {_redact(settings.database_url)}")
+
+
+@cli.command()
+def serve(host: HostOpt = None, port: PortOpt = None, workers: int = 1) -> None:
+    """Run the HTTP API (uvicorn)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "app.main:app",
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        workers=workers,
+        proxy_headers=True,
+        log_level="info",
+    )
+
+
+@cli.command()
+def worker(
+    queues: Annotated[str, typer.Option(help="Comma-separated queues: cpu, gpu.")] = "cpu,gpu",
+    name: Annotated[str | None, typer.Option(help="Worker node name.")] = None,
+    loglevel: str = "info",
+) -> None:
+    """Run a Celery worker (solo pool: one process, one task at a time).
+
+    Run one worker per GPU and pin it with CUDA_VISIBLE_DEVICES, e.g.
+    ``CUDA_VISIBLE_DEVICES=1 fopro worker --queues gpu --name gpu1``. CUDA is only initialised
+    in the spawned training child, never in a process that forks. CPU-only hosts run the same
+    command.
+    """
+    from workers.celery_app import celery_app
+
+    unknown = {q.strip() for q in queues.split(",")} - {"cpu", "gpu"}
+    if unknown:
+        raise typer.BadParameter(f"unknown queue(s) {sorted(unknown)}; use cpu and/or gpu")
+    node = name or f"{queues.replace(',', '-')}-{os.getpid()}@{socket.gethostname()}"
+    celery_app.worker_main(
+        [
+            "worker",
+            "--pool=solo",
+            "--concurrency=1",
+            f"--queues={queues}",
+            f"--hostname={node}",
+            f"--loglevel={loglevel}",
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+@cli.command()
+def up(host: HostOpt = None, port: PortOpt = None) -> None:
+    """Migrate, then start the API and a worker as child processes; Ctrl-C stops both."""
+    settings = get_settings()
+    settings.ensure_dirs()
+    migrate("head")
+    host = host or settings.api_host
+    port = port or settings.api_port
+    me = [sys.executable, "-m", "app.cli"]
+    children = {
+        "api": subprocess.Popen([*me, "serve", "--host", host, "--port", str(port)]),
+        "worker": subprocess.Popen(
+            [*me, "worker", "--queues", "cpu,gpu", "--name", f"embedded@{socket.gethostname()}"]
+        ),
+    }
+    url = f"http://{host}:{port}"
+    stopping = False
+
+    def _stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    if _wait_ready(url, list(children.values()), timeout_s=60):
+        typer.echo(f"FoPro-KD Service is up at {url}  (readiness: {url}/readyz, docs: {url}/docs)")
+        typer.echo(f"data dir: {settings.data_dir}; create a key: fopro admin create-team NAME")
+    try:
+        while not stopping and all(c.poll() is None for c in children.values()):
+            time.sleep(0.5)
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for child in children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+    failed = [
+        name for name, c in children.items() if c.returncode not in (0, -signal.SIGTERM, None)
+    ]
+    if failed and not stopping:
+        typer.echo(f"stopped because a child exited with an error: {failed}", err=True)
+        raise typer.Exit(1)
+
+
+def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(c.poll() is not None for c in children):
+            return False
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
+                if resp.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    typer.echo(f"not ready after {timeout_s:.0f} s; see {url}/readyz", err=True)
+    return False
+
+
+@admin.command("create-team")
+def create_team_cmd(name: str) -> None:
+    """Create a team."""
+    from app.core.db import session_scope
+    from app.teams.service import create_team
+
+    with _ServiceErrorsToExit(), session_scope() as session:
+        team = create_team(session, name)
+        typer.echo(f"created team {team.name} ({team.id})")
+
+
+@admin.command("create-key")
+def create_key_cmd(
+    team: str,
+    role: Annotated[Role, typer.Option(help="admin, member or viewer.")] = Role.member,
+    label: Annotated[str | None, typer.Option(help="A note for who holds the key.")] = None,
+) -> None:
+    """Issue an API key for TEAM (name or id). The key is printed once and never stored."""
+    from app.core.db import session_scope
+    from app.teams.service import create_api_key, find_team
+
+    with _ServiceErrorsToExit(), session_scope() as session:
+        key, plaintext = create_api_key(
+            session, find_team(session, team), role, get_settings().secret_key, label
+        )
+        typer.echo(
+            f"# {key.role} key {key.prefix} ({key.id}) for team {team}; shown once:", err=True
+        )
+        typer.echo(plaintext)
+
+
+@admin.command("revoke-key")
+def revoke_key_cmd(key: Annotated[str, typer.Argument(help="Key id or display prefix.")]) -> None:
+    """Revoke an API key at once."""
+    from app.core.db import session_scope
+    from app.teams.service import revoke_api_key
+
+    with _ServiceErrorsToExit(), session_scope() as session:
+        row = revoke_api_key(session, key)
+        typer.echo(f"revoked {row.prefix} ({row.id})")
+
+
+@admin.command("list-keys")
+def list_keys_cmd(team: str) -> None:
+    """List TEAM's keys (prefixes only; keys themselves are never stored)."""
+    from app.core.db import session_scope
+    from app.teams.service import find_team
+
+    with _ServiceErrorsToExit(), session_scope() as session:
+        for key in find_team(session, team).api_keys:
+            state = "revoked" if key.revoked_at else "active"
+            typer.echo(f"{key.id}\t{key.prefix}\t{key.role}\t{state}\t{key.label or ''}")
+
+
+class _ServiceErrorsToExit:
+    """Turn a ServiceError into a one-line message and exit code 1 instead of a traceback."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object
+    ) -> None:
+        if isinstance(exc, ServiceError):
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(1) from exc
+
+
+def _redact(url: str) -> str:
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://***@{rest.split('@', 1)[1]}"
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

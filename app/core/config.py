@@ -1,0 +1,113 @@
+"""The one place configuration is read: environment variables prefixed ``FOPRO_``.
+
+Defaults run the whole service on a laptop (SQLite, kombu's SQLAlchemy transport on SQLite, a local
+object directory); production points the same fields at PostgreSQL, Redis and S3/MinIO.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Self
+from urllib.parse import urlsplit
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET = "dev-insecure-change-me"
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    """Service configuration; every field maps to ``FOPRO_<FIELD>`` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="FOPRO_", extra="ignore")
+
+    env: Environment = Environment.development
+    data_dir: Path = Path(".fopro")
+
+    database_url: str = ""
+    broker_url: str = ""
+    result_backend: str = ""
+
+    storage_url: str = ""
+    s3_endpoint: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_region: str = "us-east-1"
+    s3_secure: bool = False
+
+    weights_dir: Path | None = None
+
+    secret_key: str = DEV_SECRET
+    download_url_ttl_s: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+
+    max_upload_bytes: int = Field(default=20 * 1024**3, gt=0)
+    max_file_bytes: int = Field(default=64 * 1024**2, gt=0)
+    max_images: int = Field(default=500_000, gt=0)
+    max_image_pixels: int = Field(default=64_000_000, gt=0)
+    max_compression_ratio: float = Field(default=200.0, gt=1.0)
+
+    lease_seconds: int = Field(default=60, ge=5)
+    heartbeat_seconds: int = Field(default=10, ge=1)
+    max_attempts: int = Field(default=3, ge=1, le=100)
+
+    @model_validator(mode="after")
+    def _fill_defaults_and_check(self) -> Self:
+        data_dir = self.data_dir.expanduser().resolve()
+        self.data_dir = data_dir
+        if not self.database_url:
+            self.database_url = f"sqlite:///{data_dir / 'fopro.db'}"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{data_dir / 'broker.db'}"
+        if not self.result_backend:
+            self.result_backend = f"db+sqlite:///{data_dir / 'results.db'}"
+        if not self.storage_url:
+            self.storage_url = f"file://{data_dir / 'objects'}"
+        if self.weights_dir is None:
+            self.weights_dir = data_dir / "weights"
+        self.weights_dir = self.weights_dir.expanduser().resolve()
+        scheme = urlsplit(self.storage_url).scheme
+        if scheme not in {"file", "s3"}:
+            raise ValueError(
+                f"FOPRO_STORAGE_URL must start with file:// or s3://, got {self.storage_url!r}"
+            )
+        if scheme == "s3" and not self.s3_endpoint:
+            raise ValueError("FOPRO_STORAGE_URL is s3://...: set FOPRO_S3_ENDPOINT (host:port)")
+        if self.env is Environment.production and self.secret_key == DEV_SECRET:
+            raise ValueError(
+                "FOPRO_SECRET_KEY still has the development default; in production set a long "
+                "random value, e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+            )
+        if self.env is Environment.production and len(self.secret_key) < 32:
+            raise ValueError("FOPRO_SECRET_KEY must be at least 32 characters in production")
+        return self
+
+    @property
+    def uses_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def broker_is_embedded(self) -> bool:
+        return self.broker_url.startswith("sqla+")
+
+    def ensure_dirs(self) -> None:
+        """Create the data and weights directories the embedded defaults write into."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        assert self.weights_dir is not None
+        self.weights_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

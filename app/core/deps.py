@@ -1,0 +1,56 @@
+"""FastAPI dependencies as ``Annotated`` aliases: one session per request, the caller's team."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings, get_settings
+from app.core.db import get_sessionmaker
+from app.core.errors import Unauthenticated
+from app.core.storage import ObjectStore, open_object_store
+from app.teams.service import Principal, authenticate
+
+
+def get_session() -> Iterator[Session]:
+    """A session per request; services commit explicitly (so queued work is sent only after the
+    commit), and whatever was not committed is rolled back here."""
+    session = get_sessionmaker()()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+_store_cache: dict[str, ObjectStore] = {}
+
+
+def get_store(settings: Annotated[Settings, Depends(get_settings)]) -> ObjectStore:
+    """The object store for the configured ``storage_url`` (built once per URL)."""
+    store = _store_cache.get(settings.storage_url)
+    if store is None:
+        store = _store_cache[settings.storage_url] = open_object_store(settings)
+    return store
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+StoreDep = Annotated[ObjectStore, Depends(get_store)]
+
+
+def get_principal(request: Request, session: SessionDep, settings: SettingsDep) -> Principal:
+    """Resolve ``Authorization: Bearer <key>`` to the caller's team and role, or 401."""
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("Missing API key. Send `Authorization: Bearer <your key>`.")
+    principal = authenticate(session, token.strip(), settings.secret_key)
+    request.state.team_id = principal.team_id
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,80 @@
+"""The Celery client as the API sees it: queue names, task names and one configured app.
+
+The API only *sends* tasks by name, so it never imports the worker code (or torch). Workers build on
+the same configuration in ``workers/celery_app.py`` and register the task implementations.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any
+
+from celery import Celery
+from kombu import Queue as KombuQueue
+
+from app.core.config import Settings, get_settings
+
+
+class Queue(StrEnum):
+    """``cpu``: dataset ingest, exports, housekeeping; ``gpu``: one training job per worker."""
+
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class TaskName(StrEnum):
+    ping = "fopro.ping"
+    validate_dataset = "fopro.datasets.validate"
+    run_job = "fopro.jobs.run"
+    reap_jobs = "fopro.jobs.reap"
+
+
+TASK_ROUTES: dict[str, dict[str, str]] = {
+    TaskName.ping: {"queue": Queue.cpu},
+    TaskName.validate_dataset: {"queue": Queue.cpu},
+    TaskName.run_job: {"queue": Queue.gpu},
+    TaskName.reap_jobs: {"queue": Queue.cpu},
+}
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A Celery app for ``settings``: JSON only, one task reserved at a time, queues declared."""
+    if settings.broker_is_embedded:
+        settings.ensure_dirs()
+    celery = Celery("fopro", broker=settings.broker_url, backend=settings.result_backend)
+    celery.conf.update(
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_queues=[KombuQueue(q.value, routing_key=q.value) for q in Queue],
+        task_default_queue=Queue.cpu.value,
+        task_routes=TASK_ROUTES,
+        # A training task runs for hours: never let a worker reserve a second one behind it.
+        worker_prefetch_multiplier=1,
+        task_acks_late=False,
+        task_track_started=True,
+        result_expires=3600,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "priority_steps": list(range(10)),
+            "queue_order_strategy": "priority",
+        },
+        task_queue_max_priority=9,
+        task_default_priority=5,
+        enable_utc=True,
+        timezone="UTC",
+    )
+    return celery
+
+
+@lru_cache
+def get_celery() -> Celery:
+    """The process-wide Celery client configured from the environment."""
+    return make_celery(get_settings())
+
+
+def send(task: TaskName, *args: Any, priority: int | None = None) -> str:
+    """Send ``task`` to its queue by name; returns the Celery task id."""
+    result = get_celery().send_task(task.value, args=list(args), priority=priority)
+    return str(result.id)

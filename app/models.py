@@ -1,0 +1,22 @@
+"""Every table, imported in one place so ``Base.metadata`` is complete for Alembic and tests."""
+
+from app.core.db import Base
+from app.datasets.models import Dataset, DatasetStatus
+from app.jobs.models import Job, JobEvent, JobStatus
+from app.students.models import Artifact
+from app.teachers.models import Teacher
+from app.teams.models import ApiKey, Role, Team
+
+__all__ = [
+    "ApiKey",
+    "Artifact",
+    "Base",
+    "Dataset",
+    "DatasetStatus",
+    "Job",
+    "JobEvent",
+    "JobStatus",
+    "Role",
+    "Teacher",
+    "Team",
+]

@@ -1,0 +1,1 @@
+"""Celery workers: where the engine meets the database and the object store."""

@@ -1,0 +1,24 @@
+"""The worker-side Celery app: the shared client configuration plus the task implementations.
+
+Pool choice: run one worker process per GPU with ``--pool solo`` (``fopro worker`` does). The
+solo pool executes tasks in the worker's main process, so CUDA is never initialised in a parent that
+later forks (CUDA does not survive ``fork``); a training task supervises training in a *spawned*
+child.
+Select the GPU per worker with ``CUDA_VISIBLE_DEVICES``. The ``cpu`` queue may use more processes.
+"""
+
+from __future__ import annotations
+
+from app.core.config import get_settings
+from app.core.queue import Queue, make_celery
+
+celery_app = make_celery(get_settings())
+celery_app.conf.update(
+    include=["workers.tasks"],
+    worker_pool="solo",
+    worker_concurrency=1,
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+)
+
+ALL_QUEUES = ",".join(q.value for q in Queue)
