@@ -1,4 +1,4 @@
-"""Task implementations, registered under the names the API sends (``app.core.queue.TaskName``)."""
+"""The ping task: a round-trip check for tests and operators."""
 
 from __future__ import annotations
 
