@@ -29,6 +29,8 @@ from PIL import Image, ImageOps
 from torch import nn
 from torchvision import transforms
 
+from foprokd.errors import EngineError
+
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -39,6 +41,14 @@ CACHE_FORMAT_VERSION = 1
 _LUMA = (0.299, 0.587, 0.114)
 
 ProgressFn = Callable[[int, int], None]
+
+
+class ManifestInvalid(EngineError):
+    """A dataset manifest or image folder cannot be used as given; the message says why."""
+
+
+class ImageDecodeError(ManifestInvalid):
+    """An image of the manifest is missing or cannot be decoded; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -240,21 +250,23 @@ def read_manifest(csv_path: Path, *, split_seed: int = 0) -> list[ManifestEntry]
         reader = csv.DictReader(handle)
         missing = {"path", "label"} - set(reader.fieldnames or ())
         if missing:
-            raise ValueError(
+            raise ManifestInvalid(
                 f"{csv_path}: manifest needs columns path,label[,split]; missing {sorted(missing)}"
             )
         rows = [
             (r["path"].strip(), r["label"].strip(), (r.get("split") or "").strip()) for r in reader
         ]
     if not rows:
-        raise ValueError(f"{csv_path}: manifest has no rows")
+        raise ManifestInvalid(f"{csv_path}: manifest has no rows")
     given = [split for _, _, split in rows]
     if not any(given):
         splits = stratified_split([label for _, label, _ in rows], seed=split_seed)
         return [ManifestEntry(p, label, s) for (p, label, _), s in zip(rows, splits, strict=True)]
     bad = sorted({s for s in given if s not in SPLITS})
     if bad:
-        raise ValueError(f"{csv_path}: split must be one of {SPLITS} for every row, found {bad}")
+        raise ManifestInvalid(
+            f"{csv_path}: split must be one of {SPLITS} for every row, found {bad}"
+        )
     return [ManifestEntry(p, label, s) for p, label, s in rows]
 
 
@@ -276,7 +288,7 @@ def scan_image_folder(root: Path, *, split_seed: int = 0) -> list[ManifestEntry]
     """
     top = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not top:
-        raise ValueError(f"{root}: no class folders found (expected root/[split/]class/image)")
+        raise ManifestInvalid(f"{root}: no class folders found (expected root/[split/]class/image)")
     names = {p.name for p in top}
     if names <= set(SPLITS) and "train" in names:
         entries = [
@@ -289,7 +301,7 @@ def scan_image_folder(root: Path, *, split_seed: int = 0) -> list[ManifestEntry]
         splits = stratified_split([label for _, label in found], seed=split_seed)
         entries = [ManifestEntry(p, label, s) for (p, label), s in zip(found, splits, strict=True)]
     if not entries:
-        raise ValueError(f"{root}: no images with extensions {sorted(IMAGE_EXTENSIONS)}")
+        raise ManifestInvalid(f"{root}: no images with extensions {sorted(IMAGE_EXTENSIONS)}")
     return entries
 
 
@@ -338,10 +350,6 @@ def stratified_split(
         for rank, index in enumerate(order):
             out[index] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
     return out
-
-
-class ImageDecodeError(ValueError):
-    """An image of the manifest is missing or cannot be decoded; the message names the file."""
 
 
 class ImageCache:
@@ -399,17 +407,17 @@ class ImageCache:
         Raises ``ImageDecodeError`` naming the first missing or undecodable file.
         """
         if not entries:
-            raise ValueError("the manifest has no images")
+            raise ManifestInvalid("the manifest has no images")
         bad = sorted({e.split for e in entries} - set(SPLITS))
         if bad:
-            raise ValueError(f"unknown split(s) {bad}; expected {SPLITS}")
+            raise ManifestInvalid(f"unknown split(s) {bad}; expected {SPLITS}")
         ordered = sorted(entries, key=lambda e: SPLITS.index(e.split))
         class_list = (
             list(classes) if classes is not None else class_order([e.label for e in ordered])
         )
         unknown = sorted({e.label for e in ordered} - set(class_list))
         if unknown:
-            raise ValueError(f"labels {unknown} are not in the class list {class_list}")
+            raise ManifestInvalid(f"labels {unknown} are not in the class list {class_list}")
 
         files = [_resolve(root, e.path) for e in ordered]
         fingerprint = _fingerprint(ordered, files, class_list, image_size)

@@ -17,6 +17,7 @@ from foprokd.data import (
     ImageDecodeError,
     LabelledImages,
     ManifestEntry,
+    ManifestInvalid,
     PilImageDataset,
     decode_image,
     index_batches,
@@ -168,7 +169,7 @@ def test_manifest_with_and_without_split_column(tmp_path: Path) -> None:
     assert {e.split for e in entries} == {"train", "val", "test"}
     bad = tmp_path / "c.csv"
     bad.write_text("path,label,split\nx.png,a,train\ny.png,a,holdout\n")
-    with pytest.raises(ValueError, match="holdout"):
+    with pytest.raises(ManifestInvalid, match="holdout"):
         read_manifest(bad)
 
 
