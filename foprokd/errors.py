@@ -1,0 +1,111 @@
+"""Typed engine errors. Each message tells the user what to do next; the service maps them to
+job failure reasons and HTTP answers in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+class EngineError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+    def _init_args(self) -> tuple[Any, ...]:
+        return self.args
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuild from the constructor arguments, not the message, so errors survive pickling.
+        return (type(self), self._init_args())
+
+
+class WeightsNotFound(EngineError):
+    """No weights file for a model; names every path that would have been accepted."""
+
+    def __init__(
+        self, name: str, expected_paths: Sequence[Path | str], role: str = "teacher"
+    ) -> None:
+        self.name = name
+        self.expected_paths = [Path(p) for p in expected_paths]
+        self.role = role
+        if self.expected_paths:
+            first, *others = self.expected_paths
+            where = f"Put a timm state dict at {first}"
+            if others:
+                where += " (or " + ", ".join(str(p) for p in others) + ")"
+        else:
+            where = "Configure a weights directory and put a timm state dict there"
+        super().__init__(
+            f"{role.capitalize()} weights for {name!r} not found. {where}, "
+            f"or run `fopro admin weights add {name} FILE`."
+        )
+
+    def _init_args(self) -> tuple[Any, ...]:
+        return (self.name, self.expected_paths, self.role)
+
+
+class WeightsInvalid(EngineError):
+    """A weights file exists but cannot be used for the model it was meant for."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"Weights file {self.path} is not usable: {reason}")
+
+    def _init_args(self) -> tuple[Any, ...]:
+        return (self.path, self.reason)
+
+
+class NonFiniteLoss(EngineError):
+    """A loss became NaN or infinite; training stops instead of silently corrupting weights."""
+
+    def __init__(self, step: int, losses: Mapping[str, float]) -> None:
+        self.step = step
+        self.losses = dict(losses)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in self.losses.items())
+        super().__init__(
+            f"Loss is not finite at step {step} ({shown}). Lower the learning rate, check the "
+            "data for corrupt images, or disable mixed precision."
+        )
+
+    def _init_args(self) -> tuple[Any, ...]:
+        return (self.step, self.losses)
+
+
+class TrainingOutOfMemory(EngineError):
+    """The accelerator ran out of memory at the configured batch size."""
+
+    def __init__(self, batch_size: int, suggested_batch_size: int) -> None:
+        self.batch_size = batch_size
+        self.suggested_batch_size = suggested_batch_size
+        super().__init__(
+            f"Out of GPU memory at batch size {batch_size}. "
+            f"Retry with batch size {suggested_batch_size} or a smaller image size."
+        )
+
+    def _init_args(self) -> tuple[Any, ...]:
+        return (self.batch_size, self.suggested_batch_size)
+
+
+class TrainingCancelled(EngineError):
+    """The caller asked training to stop; raised at the next step boundary."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        self.epoch = epoch
+        self.step = step
+        super().__init__(f"Training cancelled at epoch {epoch}, step {step}.")
+
+    def _init_args(self) -> tuple[Any, ...]:
+        return (self.epoch, self.step)
+
+
+class CheckpointInvalid(EngineError):
+    """A training checkpoint cannot be resumed (unreadable, other format, or another config)."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"Cannot resume from {self.path}: {reason}")
+
+    def _init_args(self) -> tuple[Any, ...]:
+        return (self.path, self.reason)
