@@ -56,15 +56,17 @@ def make_celery(settings: Settings) -> Celery:
         task_track_started=True,
         result_expires=3600,
         broker_connection_retry_on_startup=True,
-        broker_transport_options={
-            "priority_steps": list(range(10)),
-            "queue_order_strategy": "priority",
-        },
         task_queue_max_priority=9,
         task_default_priority=5,
         enable_utc=True,
         timezone="UTC",
     )
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        # Redis emulates priorities with one list per step; ask for all ten so 0..9 stay distinct.
+        celery.conf.broker_transport_options = {
+            "priority_steps": list(range(10)),
+            "queue_order_strategy": "priority",
+        }
     return celery
 
 

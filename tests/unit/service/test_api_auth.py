@@ -147,3 +147,22 @@ def test_validation_errors_and_unknown_routes_use_the_envelope(client: TestClien
     assert bad.json()["error"]["code"] == "invalid_input"
     assert "limit" in bad.json()["error"]["message"]
     assert client.get("/v1/nothing-here", headers=auth(key)).json()["error"]["code"] == "not_found"
+
+
+def test_unexpected_errors_answer_500_without_internals(embedded_service: Service) -> None:
+    from app.main import create_app
+
+    app = create_app()
+
+    @app.get("/boom")
+    def boom() -> None:
+        raise RuntimeError("password=hunter2 in a stack frame")
+
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        response = test_client.get("/boom", headers={"X-Request-ID": "rid-42"})
+    assert response.status_code == 500
+    body = response.json()
+    assert body["error"]["code"] == "internal"
+    assert "rid-42" in body["error"]["message"]
+    assert "hunter2" not in response.text
+    assert "Traceback" not in response.text
