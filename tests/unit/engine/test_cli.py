@@ -1,0 +1,145 @@
+"""``python -m foprokd``: a tiny end-to-end run leaves a complete, reusable run folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from foprokd.cli import main
+from foprokd.export import load_exported
+
+# Tiny timm test models with random weights: no download, a few seconds per epoch on CPU.
+TINY = ["--teacher", "test_efficientnet", "--student", "test_resnet", "--image-size", "32"]
+COUNTS = {"red": 18, "green": 13, "blue": 9}
+COLOURS = {"red": (200, 40, 40), "green": (40, 200, 40), "blue": (40, 40, 200)}
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """40 small PNGs in class folders, colour-coded so the task is learnable."""
+    root = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for label, count in COUNTS.items():
+        for i in range(count):
+            noise = rng.integers(-30, 31, (24, 20, 3))
+            pixels = np.clip(np.array(COLOURS[label]) + noise, 0, 255).astype(np.uint8)
+            path = root / label / f"{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(path)
+    return root
+
+
+def _train(data: Path, out: Path, cache: Path, *extra: str) -> int:
+    return main(
+        [
+            "train", "--data", str(data), "--out", str(out), "--cache-dir", str(cache),
+            *TINY, "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+            "--allow-random-weights", "--quiet", *extra,
+        ]
+    )  # fmt: skip
+
+
+def test_train_writes_a_complete_run_folder(image_folder: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert _train(image_folder, run, tmp_path / "cache", "--split-seed", "4") == 0
+
+    names = {p.name for p in run.iterdir()}
+    assert {"run.json", "manifest.csv", "checkpoint.pt", "metrics.json", "student"} <= names
+    record = json.loads((run / "run.json").read_text())
+    assert record["split_seed"] == 4
+    assert record["classes"] == ["blue", "green", "red"]
+    assert sum(record["split_counts"].values()) == 40
+    assert record["config"]["method"] == "fopro_akd"
+
+    with (run / "manifest.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 40
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["evaluated_split"] == "test"
+    assert metrics["report"]["num_samples"] == record["split_counts"]["test"]
+    assert len(metrics["report"]["confusion_matrix"]) == 3
+    assert len(metrics["history"]) == 1
+    assert metrics["best_epoch"] == 1
+
+    exported = load_exported(run / "student")
+    assert exported.classes == ["blue", "green", "red"]
+    assert exported.config["method"] == "fopro_akd"
+    assert exported.config["train_counts"] == record["train_counts"]
+    assert {p.name for p in (run / "student").iterdir()} == {
+        "config.json", "student.safetensors", "student.torchscript.pt", "student.onnx",
+    }  # fmt: skip
+
+
+def test_existing_run_needs_resume(
+    image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert _train(image_folder, run, tmp_path / "cache") == 0
+    assert _train(image_folder, run, tmp_path / "cache") == 2
+    assert "--resume" in capsys.readouterr().err
+    assert _train(image_folder, run, tmp_path / "cache", "--resume", "--epochs", "2") == 0
+    assert len(json.loads((run / "metrics.json").read_text())["history"]) == 2
+
+
+def test_evaluate_and_reexport(image_folder: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert _train(image_folder, run, tmp_path / "cache") == 0
+    metrics = json.loads((run / "metrics.json").read_text())
+
+    report_path = tmp_path / "eval.json"
+    status = main(
+        [
+            "evaluate", "--model", str(run), "--data", str(image_folder),
+            "--manifest", str(run / "manifest.csv"), "--cache-dir", str(tmp_path / "cache"),
+            "--device", "cpu", "--quiet", "--out", str(report_path),
+        ]
+    )  # fmt: skip
+    assert status == 0
+    evaluation = json.loads(report_path.read_text())
+    assert evaluation["report"]["confusion_matrix"] == metrics["report"]["confusion_matrix"]
+    assert "shot_groups" in evaluation["report"]
+
+    assert main(["export", "--run", str(run), "--out", str(tmp_path / "again")]) == 0
+    original = load_exported(run / "student").classifier
+    again = load_exported(tmp_path / "again").classifier
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(original(x), again(x))
+
+
+def test_missing_weights_fail_before_decoding(
+    image_folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    weights = tmp_path / "weights"
+    status = main(
+        [
+            "train", "--data", str(image_folder), "--out", str(tmp_path / "run"),
+            "--cache-dir", str(tmp_path / "cache"), "--teacher", "resnet18",
+            "--weights-dir", str(weights), "--quiet",
+        ]
+    )  # fmt: skip
+    assert status == 2
+    assert str(weights / "resnet18.safetensors") in capsys.readouterr().err
+    assert not (tmp_path / "cache").exists()
+
+
+def test_manifest_without_splits_is_split_stratified(image_folder: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "labels.csv"
+    files = sorted(image_folder.rglob("*.png"))
+    manifest.write_text(
+        "path,label\n" + "".join(f"{p.relative_to(image_folder)},{p.parent.name}\n" for p in files)
+    )
+    run = tmp_path / "run"
+    assert _train(image_folder, run, tmp_path / "cache", "--manifest", str(manifest),
+                  "--method", "bsm", "--no-export") == 0  # fmt: skip
+    record = json.loads((run / "run.json").read_text())
+    assert record["split_counts"] == {"train": 27, "val": 4, "test": 9}
+    assert not (run / "student").exists()
