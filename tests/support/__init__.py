@@ -1,0 +1,1 @@
+"""Test infrastructure shared by the suites: real servers started as pytest fixtures."""
