@@ -28,6 +28,7 @@ class TaskName(StrEnum):
     validate_dataset = "fopro.datasets.validate"
     run_job = "fopro.jobs.run"
     reap_jobs = "fopro.jobs.reap"
+    verify_teacher_weights = "fopro.teachers.verify_weights"
 
 
 TASK_ROUTES: dict[str, dict[str, str]] = {
@@ -35,6 +36,7 @@ TASK_ROUTES: dict[str, dict[str, str]] = {
     TaskName.validate_dataset: {"queue": Queue.cpu},
     TaskName.run_job: {"queue": Queue.gpu},
     TaskName.reap_jobs: {"queue": Queue.cpu},
+    TaskName.verify_teacher_weights: {"queue": Queue.cpu},
 }
 
 
