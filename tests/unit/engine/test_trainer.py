@@ -1,0 +1,364 @@
+"""foprokd.trainer: one loop for all methods, frozen teacher, exact resume, typed stops."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from foprokd.checkpoint import load_checkpoint
+from foprokd.data import LabelledImages
+from foprokd.errors import CheckpointInvalid, NonFiniteLoss, TrainingCancelled
+from foprokd.losses import log_class_prior
+from foprokd.student import Student
+from foprokd.trainer import (
+    METHODS,
+    EpochSummary,
+    Progress,
+    TrainCallbacks,
+    TrainConfig,
+    build_distiller,
+    predict,
+    train,
+)
+from foprokd.zoo import FrozenTeacher
+
+SplitFactory = Callable[..., LabelledImages]
+StudentFactory = Callable[..., Student]
+COUNTS = [12, 6, 3]  # 21 images, batch 8 -> 3 steps per epoch
+STEPS = 3
+
+
+class Recorder(TrainCallbacks):
+    """Keeps everything the trainer reports; optionally cancels or acts after a given step."""
+
+    def __init__(
+        self,
+        cancel_after: int | None = None,
+        after_step: Callable[[Progress], None] | None = None,
+    ) -> None:
+        self.progress: list[Progress] = []
+        self.summaries: list[EpochSummary] = []
+        self.checkpoints: list[tuple[Path, int]] = []
+        self.cancel_after = cancel_after
+        self.after_step = after_step
+
+    def on_progress(self, progress: Progress) -> None:
+        self.progress.append(progress)
+        if self.after_step is not None:
+            self.after_step(progress)
+
+    def should_cancel(self) -> bool:
+        return self.cancel_after is not None and len(self.progress) >= self.cancel_after
+
+    def on_epoch_end(self, summary: EpochSummary) -> None:
+        self.summaries.append(summary)
+
+    def on_checkpoint(self, path: Path, epoch: int) -> None:
+        assert path.is_file()
+        self.checkpoints.append((path, epoch))
+
+
+def _config(method: str = "fopro_akd", epochs: int = 2, **overrides: object) -> TrainConfig:
+    values: dict[str, object] = {
+        "method": method,
+        "epochs": epochs,
+        "batch_size": 8,
+        "image_size": 16,
+        "fpg_hidden_dim": 32,
+        "fpg_grid": (4, 3),
+        "eval_batch_size": 16,
+        "device": "cpu",
+    }
+    values.update(overrides)
+    return TrainConfig(**values)  # type: ignore[arg-type]
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture
+def splits(make_split: SplitFactory) -> tuple[LabelledImages, LabelledImages]:
+    return make_split(COUNTS, seed=0), make_split([3, 3, 3], seed=1)
+
+
+EXPECTED_TERMS = {
+    "ce": {"ce", "loss"},
+    "bsm": {"bsm", "loss"},
+    "ekd": {"bsm", "bsm_proj", "distill", "loss"},
+    "fopro": {"bsm", "bsm_proj", "distill", "loss", "fpg_probe", "fpg_mask", "fpg_loss"},
+}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_through_the_one_loop(
+    method: str,
+    splits: tuple[LabelledImages, LabelledImages],
+    tiny_teacher: FrozenTeacher,
+    make_student: StudentFactory,
+    tmp_path: Path,
+) -> None:
+    train_set, val_set = splits
+    student = make_student(3, tiny_teacher.feature_dim)
+    before = _state(student)
+    recorder = Recorder()
+    result = train(
+        _config(method),
+        train_set,
+        val_set,
+        student,
+        tiny_teacher,
+        run_dir=tmp_path,
+        callbacks=recorder,
+    )
+
+    assert [p.global_step for p in recorder.progress] == list(range(1, 2 * STEPS + 1))
+    assert [(p.epoch, p.step) for p in recorder.progress[:4]] == [(1, 1), (1, 2), (1, 3), (2, 1)]
+    assert all(p.steps_per_epoch == STEPS and p.total_steps == 2 * STEPS for p in recorder.progress)
+    assert all(p.eta_s >= 0 and p.images_per_s > 0 for p in recorder.progress)
+    first, last = recorder.progress[0].losses, recorder.progress[-1].losses
+    if method == "fopro_akd":
+        assert set(first) == EXPECTED_TERMS["fopro"]  # epoch 1 explores only
+        assert set(last) == EXPECTED_TERMS["fopro"] | {"fpg_adversary"}
+        assert last["fpg_adversary"] <= 0
+    else:
+        assert set(first) == set(last) == EXPECTED_TERMS[method]
+
+    assert [s.epoch for s in recorder.summaries] == [1, 2]
+    assert all(0.0 <= s.val_balanced_accuracy <= 1.0 for s in recorder.summaries)
+    assert recorder.checkpoints == [
+        (tmp_path / "checkpoint.pt", 1),
+        (tmp_path / "checkpoint.pt", 2),
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+    assert not _same(before, _state(result.student))
+    assert result.history == recorder.summaries
+
+
+def test_teacher_weights_are_bit_identical_after_fopro_akd(
+    splits: tuple[LabelledImages, LabelledImages],
+    tiny_teacher: FrozenTeacher,
+    make_student: StudentFactory,
+    tmp_path: Path,
+) -> None:
+    teacher_before = _state(tiny_teacher)
+    student = make_student(3, tiny_teacher.feature_dim)
+    train(_config("fopro_akd", epochs=3), *splits, student, tiny_teacher, run_dir=tmp_path)
+    assert _same(teacher_before, _state(tiny_teacher))
+    assert all(not p.requires_grad and p.grad is None for p in tiny_teacher.parameters())
+    assert not tiny_teacher.training
+
+
+def test_student_step_changes_only_the_student(
+    tiny_teacher: FrozenTeacher, make_student: StudentFactory
+) -> None:
+    torch.manual_seed(0)
+    student = make_student(3, tiny_teacher.feature_dim)
+    distiller = build_distiller(
+        _config("fopro_akd"), student, tiny_teacher, log_class_prior(COUNTS)
+    )
+    assert distiller.prompt is not None
+    optimizer = torch.optim.Adam(student.parameters(), lr=3e-4)
+    x, y = torch.rand(6, 3, 16, 16), torch.tensor([0, 0, 1, 1, 2, 2])
+
+    out = student(x)
+    distiller.prompt_step(x, y, out, epoch=1)  # the FPG step runs first, as in training
+    frozen = {"teacher": _state(tiny_teacher), "prompt": _state(distiller.prompt)}
+    student_before = _state(student)
+    distiller.prompt.optimizer.zero_grad(set_to_none=True)
+
+    losses = distiller.student_losses(x, y, out)
+    optimizer.zero_grad()
+    torch.stack(list(losses.values())).sum().backward()
+    optimizer.step()
+
+    assert _same(frozen["teacher"], _state(tiny_teacher))
+    assert _same(frozen["prompt"], _state(distiller.prompt))
+    assert all(p.grad is None for p in distiller.prompt.parameters())
+    assert not _same(student_before, _state(student))
+
+
+def test_resume_continues_bit_for_bit(
+    splits: tuple[LabelledImages, LabelledImages],
+    tiny_teacher: FrozenTeacher,
+    make_student: StudentFactory,
+    tmp_path: Path,
+) -> None:
+    straight = Recorder()
+    train(
+        _config(epochs=2),
+        *splits,
+        make_student(3, tiny_teacher.feature_dim),
+        tiny_teacher,
+        run_dir=tmp_path / "straight",
+        callbacks=straight,
+    )
+    train(
+        _config(epochs=1),
+        *splits,
+        make_student(3, tiny_teacher.feature_dim),
+        tiny_teacher,
+        run_dir=tmp_path / "split",
+    )
+    resumed = Recorder()
+    # A differently initialised student: everything must come from the checkpoint.
+    result = train(
+        _config(epochs=2),
+        *splits,
+        make_student(3, tiny_teacher.feature_dim, seed=99),
+        tiny_teacher,
+        run_dir=tmp_path / "split",
+        callbacks=resumed,
+        resume_from=tmp_path / "split" / "checkpoint.pt",
+    )
+
+    assert [p.global_step for p in resumed.progress] == [4, 5, 6]
+    assert [p.losses for p in resumed.progress] == [p.losses for p in straight.progress[STEPS:]]
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert _same(a["student"], b["student"])
+    assert _same(a["distiller"]["modules"], b["distiller"]["modules"])
+    timing = {"seconds", "images_per_s", "epochs"}
+    assert [{k: v for k, v in h.items() if k not in timing} for h in a["history"]] == [
+        {k: v for k, v in h.items() if k not in timing} for h in b["history"]
+    ]
+    assert _same(a["best"]["student"], _state(result.student))
+    assert len(result.history) == 2
+
+
+def test_resume_refuses_a_checkpoint_of_another_configuration(
+    splits: tuple[LabelledImages, LabelledImages],
+    tiny_teacher: FrozenTeacher,
+    make_student: StudentFactory,
+    tmp_path: Path,
+) -> None:
+    train(_config("ekd", epochs=1), *splits, make_student(3, 256), tiny_teacher, run_dir=tmp_path)
+    with pytest.raises(CheckpointInvalid, match="lr"):
+        train(
+            _config("ekd", epochs=2, lr=1e-2),
+            *splits,
+            make_student(3, 256),
+            tiny_teacher,
+            run_dir=tmp_path,
+            resume_from=tmp_path / "checkpoint.pt",
+        )
+
+
+def test_best_validation_epoch_is_the_returned_student(
+    splits: tuple[LabelledImages, LabelledImages],
+    tiny_teacher: FrozenTeacher,
+    make_student: StudentFactory,
+    tmp_path: Path,
+) -> None:
+    result = train(
+        _config("bsm", epochs=4, lr=3e-3),
+        *splits,
+        make_student(3, 256),
+        tiny_teacher,
+        run_dir=tmp_path,
+    )
+    scores = [s.val_balanced_accuracy for s in result.history]
+    assert result.best_epoch == int(np.argmax(scores)) + 1
+    assert result.best_balanced_accuracy == max(scores)
+    checkpoint = load_checkpoint(result.checkpoint_path)
+    assert checkpoint["best"]["epoch"] == result.best_epoch
+    assert _same(checkpoint["best"]["student"], _state(result.student))
+
+
+def test_non_finite_loss_stops_training_naming_the_step(
+    splits: tuple[LabelledImages, LabelledImages],
+    tiny_teacher: FrozenTeacher,
+    make_student: StudentFactory,
+    tmp_path: Path,
+) -> None:
+    student = make_student(3, tiny_teacher.feature_dim)
+
+    def poison(progress: Progress) -> None:
+        if progress.global_step == 2:
+            with torch.no_grad():
+                student.fc.weight.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLoss) as caught:
+        train(
+            _config("ekd"),
+            *splits,
+            student,
+            tiny_teacher,
+            run_dir=tmp_path,
+            callbacks=Recorder(after_step=poison),
+        )
+    assert caught.value.step == 3
+    assert "step 3" in str(caught.value)
+
+
+def test_cancel_stops_before_the_next_step(
+    splits: tuple[LabelledImages, LabelledImages],
+    tiny_teacher: FrozenTeacher,
+    make_student: StudentFactory,
+    tmp_path: Path,
+) -> None:
+    recorder = Recorder(cancel_after=2)
+    with pytest.raises(TrainingCancelled) as caught:
+        train(
+            _config(),
+            *splits,
+            make_student(3, 256),
+            tiny_teacher,
+            run_dir=tmp_path,
+            callbacks=recorder,
+        )
+    assert (caught.value.epoch, caught.value.step) == (1, 2)
+    assert len(recorder.progress) == 2
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_inputs_are_checked_before_training(
+    splits: tuple[LabelledImages, LabelledImages],
+    tiny_teacher: FrozenTeacher,
+    make_student: StudentFactory,
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match="image_size"):
+        train(_config(image_size=32), *splits, make_student(3, 256), tiny_teacher, run_dir=tmp_path)
+    with pytest.raises(ValueError, match="needs a teacher"):
+        train(_config("ekd"), *splits, make_student(3, 256), None, run_dir=tmp_path)
+    with pytest.raises(ValueError, match="projects to 64"):
+        train(_config("ekd"), *splits, make_student(3, 64), tiny_teacher, run_dir=tmp_path)
+    # ce and bsm need no teacher at all.
+    train(_config("ce", epochs=1), *splits, make_student(3, 64), None, run_dir=tmp_path)
+
+
+def test_config_round_trips_and_rejects_nonsense() -> None:
+    config = _config(fpg_band=(0.1, 0.8))
+    assert TrainConfig.from_dict(config.to_dict()) == config
+    assert TrainConfig().method == "fopro_akd"
+    assert (TrainConfig().lr, TrainConfig().batch_size, TrainConfig().distill_weight) == (
+        3e-4,
+        32,
+        3.0,
+    )
+    with pytest.raises(ValueError, match="method"):
+        TrainConfig(method="kd")
+    with pytest.raises(ValueError, match="unknown"):
+        TrainConfig.from_dict({"lerning_rate": 1.0})
+
+
+def test_predict_returns_probabilities_in_order(
+    make_split: SplitFactory, make_student: StudentFactory
+) -> None:
+    images = make_split([4, 3], seed=3)
+    student = make_student(2, 8)
+    probs = predict(student, images, batch_size=3, device="cpu")
+    assert probs.shape == (7, 2)
+    assert probs.dtype == np.float32
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    single = predict(student.classifier(), images.subset([5]), batch_size=3, device="cpu")
+    assert np.allclose(single[0], probs[5], atol=1e-6)
