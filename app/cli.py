@@ -87,7 +87,8 @@ def worker(
 
 @cli.command()
 def up(host: HostOpt = None, port: PortOpt = None) -> None:
-    """Migrate, then start the API and a worker as child processes; Ctrl-C stops both."""
+    """Migrate, then start the API, a cpu worker and a gpu worker as child processes; Ctrl-C
+    stops them all."""
     settings = get_settings()
     settings.ensure_dirs()
     migrate("head")
@@ -96,9 +97,13 @@ def up(host: HostOpt = None, port: PortOpt = None) -> None:
     me = [sys.executable, "-m", "app.cli"]
     children = {
         "api": subprocess.Popen([*me, "serve", "--host", host, "--port", str(port)]),
-        "worker": subprocess.Popen(
-            [*me, "worker", "--queues", "cpu,gpu", "--name", f"embedded@{socket.gethostname()}"]
-        ),
+        # Two solo workers, so a long training run never delays dataset checks on the cpu queue.
+        **{
+            f"{queue}-worker": subprocess.Popen(
+                [*me, "worker", "--queues", queue, "--name", f"{queue}@{socket.gethostname()}"]
+            )
+            for queue in ("cpu", "gpu")
+        },
     }
     url = f"http://{host}:{port}"
     stopping = False

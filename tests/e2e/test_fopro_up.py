@@ -19,7 +19,7 @@ from tests.conftest import free_port
 pytestmark = pytest.mark.integration
 
 
-def test_up_serves_readyz_then_stops_both_children_on_ctrl_c(tmp_path: Path) -> None:
+def test_up_serves_readyz_then_stops_every_child_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "FOPRO_DATA_DIR": str(tmp_path / "fopro"), "FOPRO_ENV": "test"}
     proc = subprocess.Popen(
@@ -55,7 +55,7 @@ def test_up_serves_readyz_then_stops_both_children_on_ctrl_c(tmp_path: Path) -> 
             pytest.fail(f"fopro up did not stop on Ctrl-C:\n{output[-3000:]}")
     assert proc.returncode == 0, output[-3000:]
     assert f"http://127.0.0.1:{port}" in output
-    # Both children are gone: nothing in the session still runs.
+    # Every child is gone: nothing in the session still runs.
     leftover = subprocess.run(
         ["pgrep", "-s", str(proc.pid)], capture_output=True, text=True, check=False
     ).stdout.split()
