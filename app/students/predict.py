@@ -1,0 +1,222 @@
+"""Inference with a job's exported ``student.onnx`` inside the API: onnxruntime, never torch.
+
+Images are prepared exactly as the engine prepared its training and test images
+(``foprokd.data.load_rgb`` + ``to_unit_float``): EXIF orientation applied, palette transparency
+resolved, converted to RGB, plain bilinear resize of the whole image to S × S, then uint8 / 255.
+The mean/std normalisation is inside the ONNX graph. The engine's module imports torch, so the
+few lines of that policy are repeated here; ``tests/unit/students/test_predict.py`` checks both
+produce the same pixels and the same probabilities.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings
+from app.core.errors import Conflict, InvalidInput, PayloadTooLarge
+from app.core.storage import ObjectStore
+from app.core.tenancy import get_owned
+from app.jobs.models import Job
+from app.students.models import Artifact
+from app.students.schemas import ClassScore, ImagePrediction, PredictionsOut
+
+# Must equal foprokd.data.RESIZE_POLICY (a unit test checks): the preprocessing implemented here.
+RESIZE_POLICY = "plain-resize-bilinear-antialias-v1"
+CONFIG_FORMAT = "foprokd-student"
+ONNX_NAME = "student.onnx"
+CONFIG_NAME = "config.json"
+MAX_IMAGES_PER_REQUEST = 64
+# Each cached session holds one student in memory (tens of MB); a few cover the active jobs.
+CACHED_SESSIONS = 4
+
+
+class StudentNotExported(Conflict):
+    code = "student_not_exported"
+
+
+class ImageUnreadable(InvalidInput):
+    code = "image_unreadable"
+
+
+@dataclass(frozen=True)
+class StudentRuntime:
+    """A loaded ONNX student and what its config.json says about inputs and outputs."""
+
+    session: Any  # onnxruntime.InferenceSession (imported lazily: the API starts without it)
+    input_name: str
+    output_name: str
+    classes: list[str]
+    image_size: int
+    sha256: str
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """images: float32 (N, 3, S, S) in [0, 1] -> softmax probabilities float32 (N, C)."""
+        logits = np.asarray(
+            self.session.run([self.output_name], {self.input_name: images})[0], dtype=np.float32
+        )
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+class StudentRuntimeCache:
+    """At most ``capacity`` runtimes, keyed by the ONNX and config digests, least recent evicted."""
+
+    def __init__(self, capacity: int = CACHED_SESSIONS) -> None:
+        self.capacity = capacity
+        self._runtimes: OrderedDict[tuple[str, str], StudentRuntime] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, store: ObjectStore, onnx: Artifact, config: Artifact) -> StudentRuntime:
+        key = (onnx.sha256, config.sha256)
+        with self._lock:
+            if key in self._runtimes:
+                self._runtimes.move_to_end(key)
+                return self._runtimes[key]
+        # Loaded outside the lock: a slow load must not block predictions for other students.
+        runtime = load_runtime(store, onnx, config)
+        with self._lock:
+            self._runtimes[key] = runtime
+            self._runtimes.move_to_end(key)
+            while len(self._runtimes) > self.capacity:
+                self._runtimes.popitem(last=False)
+        return runtime
+
+    def clear(self) -> None:
+        with self._lock:
+            self._runtimes.clear()
+
+
+runtime_cache = StudentRuntimeCache()
+
+
+def load_runtime(store: ObjectStore, onnx: Artifact, config: Artifact) -> StudentRuntime:
+    """An onnxruntime session for the artifact ``onnx``, described by the artifact ``config``."""
+    import onnxruntime
+
+    described = json.loads(store.get_bytes(config.object_key))
+    if described.get("format") != CONFIG_FORMAT:
+        raise StudentNotExported(f"{CONFIG_NAME} of job {onnx.job_id} is not a student export.")
+    policy = described.get("resize_policy", RESIZE_POLICY)
+    if policy != RESIZE_POLICY:
+        raise StudentNotExported(
+            f"The student was trained with resize policy {policy!r}; this API implements "
+            f"{RESIZE_POLICY!r}. Run it with the engine instead."
+        )
+    session = onnxruntime.InferenceSession(
+        store.get_bytes(onnx.object_key), providers=["CPUExecutionProvider"]
+    )
+    return StudentRuntime(
+        session=session,
+        input_name=described.get("input", {}).get("name", session.get_inputs()[0].name),
+        output_name=described.get("output", {}).get("name", session.get_outputs()[0].name),
+        classes=[str(c) for c in described["classes"]],
+        image_size=int(described["image_size"]),
+        sha256=onnx.sha256,
+    )
+
+
+def decode_for_student(data: bytes, image_size: int, *, max_pixels: int) -> np.ndarray:
+    """Image file bytes -> float32 (3, S, S) RGB in [0, 1], the engine's eval-path pixels.
+
+    Raises ImageUnreadable for bytes PIL cannot decode or an image above ``max_pixels``.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as raw:
+            if raw.width * raw.height > max_pixels:
+                raise ImageUnreadable(
+                    f"{raw.width}x{raw.height} pixels is above the limit of {max_pixels}."
+                )
+            image = ImageOps.exif_transpose(raw)
+            if image.mode == "P" and "transparency" in image.info:
+                image = image.convert("RGBA")
+            rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageUnreadable(f"not a readable image ({exc}).") from exc
+    pixels = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
+    return pixels.astype(np.float32) / np.float32(255.0)
+
+
+def top_k(probabilities: np.ndarray, classes: Sequence[str], k: int) -> list[list[ClassScore]]:
+    """The ``k`` most probable classes per row of (N, C) probabilities, most probable first."""
+    k = min(k, probabilities.shape[1])
+    # A stable sort keeps the lower class index first on ties, like argmax does.
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+    return [
+        [ClassScore(label=classes[i], index=int(i), probability=float(row[i])) for i in indices]
+        for row, indices in zip(probabilities, order, strict=True)
+    ]
+
+
+def predict_for_job(
+    session: Session,
+    store: ObjectStore,
+    settings: Settings,
+    *,
+    team_id: str,
+    job_id: str,
+    images: Sequence[tuple[str, bytes]],
+    k: int,
+) -> PredictionsOut:
+    """Top-``k`` classes for each (filename, bytes) image from the job's exported ONNX student.
+
+    Raises 404 for another team's job, 409 when the job has no exported student, 413/422 for
+    too many, too large or unreadable images (naming the file).
+    """
+    if not images:
+        raise InvalidInput("Send at least one image as a multipart field named `files`.")
+    if len(images) > MAX_IMAGES_PER_REQUEST:
+        raise PayloadTooLarge(
+            f"{len(images)} images in one request; the limit is {MAX_IMAGES_PER_REQUEST}."
+        )
+    for filename, data in images:
+        if len(data) > settings.max_file_bytes:
+            raise PayloadTooLarge(
+                f"{filename!r} has {len(data)} bytes; the limit is {settings.max_file_bytes}."
+            )
+    job = get_owned(session, Job, job_id, team_id, what="job")
+    exported = {
+        artifact.name: artifact
+        for artifact in session.scalars(
+            select(Artifact).where(
+                Artifact.job_id == job.id, Artifact.name.in_([ONNX_NAME, CONFIG_NAME])
+            )
+        )
+    }
+    if len(exported) < 2:
+        raise StudentNotExported(
+            f"Job {job_id} has no exported student to predict with (the job is {job.status}); "
+            "predictions are available once it has succeeded.",
+            details={"job_id": job_id, "status": job.status},
+        )
+    runtime = runtime_cache.get(store, exported[ONNX_NAME], exported[CONFIG_NAME])
+    batch = []
+    for filename, data in images:
+        try:
+            batch.append(
+                decode_for_student(data, runtime.image_size, max_pixels=settings.max_image_pixels)
+            )
+        except ImageUnreadable as exc:
+            raise ImageUnreadable(f"{filename!r}: {exc.message}") from exc
+    probabilities = runtime.probabilities(np.stack(batch))
+    return PredictionsOut(
+        job_id=job_id,
+        model_sha256=runtime.sha256,
+        image_size=runtime.image_size,
+        predictions=[
+            ImagePrediction(filename=filename, top_k=scores)
+            for (filename, _), scores in zip(
+                images, top_k(probabilities, runtime.classes, k), strict=True
+            )
+        ],
+    )

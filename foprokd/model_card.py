@@ -1,0 +1,469 @@
+"""The model card of a distilled student: ``model_card.json``, ``model_card.md`` and curves.
+
+Everything in the card comes from its inputs: the engine's metrics (the dict ``foprokd.cli``
+writes to ``metrics.json``: test report, training history, best epoch), the dataset's statistics,
+the hyper-parameters, and the student and teacher modules plus the exported ONNX file, which are
+measured here (parameters, FLOPs, CPU latency). The test report is copied verbatim, so the card's
+numbers are the engine's numbers.
+
+Cost measurements: parameters are ``numel`` of the module's parameters; FLOPs are counted by
+``torch.utils.flop_counter.FlopCounterMode`` for one image at the training resolution
+(convolutions and matrix products, 2 FLOPs per multiply-add); latency is the median wall time of
+batch-1 inference on the CPU with a fixed thread count, after warm-up. FLOPs and latency do not
+depend on weight values, so a teacher built with random weights measures the same.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+MODEL_CARD_FORMAT = "foprokd-model-card"
+MODEL_CARD_VERSION = 1
+FILE_NAMES: dict[str, str] = {
+    "json": "model_card.json",
+    "markdown": "model_card.md",
+    "curves": "training_curves.png",
+}
+HEADLINE_METRICS = (
+    "balanced_accuracy",
+    "macro_f1",
+    "mcc",
+    "cohen_kappa",
+    "accuracy",
+    "macro_precision",
+    "macro_recall",
+)
+
+
+@dataclass(frozen=True)
+class LatencyProtocol:
+    """How CPU latency is measured: ``repeats`` timed batch-1 runs after ``warmup`` untimed ones,
+    with ``threads`` intra-op threads for both PyTorch and onnxruntime."""
+
+    threads: int = 1
+    warmup: int = 3
+    repeats: int = 20
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """One model's size and speed: parameter elements, FLOPs per image, ms per image by runtime."""
+
+    params: int
+    flops: int
+    latency_ms: dict[str, float]
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of parameter elements (buffers such as BatchNorm statistics excluded)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_flops(module: nn.Module, image_size: int) -> int:
+    """FLOPs of one forward pass on a (1, 3, S, S) image (S = ``image_size``), on the CPU."""
+    model = _cpu_eval_copy(module)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, image_size, image_size))
+    return int(counter.get_total_flops())
+
+
+def torch_latency_ms(module: nn.Module, image_size: int, protocol: LatencyProtocol) -> float:
+    """Median milliseconds per image of PyTorch eager batch-1 inference on the CPU."""
+    model = _cpu_eval_copy(module)
+    x = torch.rand(1, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(protocol.threads)
+    try:
+        with torch.inference_mode():
+            return _median_ms(lambda: model(x), protocol)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def onnx_latency_ms(onnx_path: Path, image_size: int, protocol: LatencyProtocol) -> float:
+    """Median milliseconds per image of onnxruntime batch-1 inference on the CPU."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = protocol.threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(
+        str(onnx_path), sess_options=options, providers=["CPUExecutionProvider"]
+    )
+    name = session.get_inputs()[0].name
+    rng = np.random.default_rng(0)
+    x = rng.random((1, 3, image_size, image_size), dtype=np.float32)
+    return _median_ms(lambda: session.run(None, {name: x}), protocol)
+
+
+def _median_ms(run: Callable[[], object], protocol: LatencyProtocol) -> float:
+    for _ in range(protocol.warmup):
+        run()
+    times = []
+    for _ in range(protocol.repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(statistics.median(times))
+
+
+def _cpu_eval_copy(module: nn.Module) -> nn.Module:
+    # A copy: measuring must neither move the caller's module off its device nor change its mode.
+    return copy.deepcopy(module).cpu().float().eval()
+
+
+def efficiency(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    *,
+    onnx_path: Path,
+    image_size: int,
+    protocol: LatencyProtocol,
+) -> dict[str, Any]:
+    """Parameters, FLOPs and CPU latency of the student (PyTorch and its ONNX export) and the
+    teacher (PyTorch), with teacher / student ratios."""
+    student_cost = ModelCost(
+        params=count_parameters(student),
+        flops=count_flops(student, image_size),
+        latency_ms={
+            "onnxruntime": onnx_latency_ms(onnx_path, image_size, protocol),
+            "pytorch": torch_latency_ms(student, image_size, protocol),
+        },
+    )
+    result: dict[str, Any] = {
+        "image_size": image_size,
+        "latency_protocol": {"batch_size": 1, "device": "cpu", **dataclasses.asdict(protocol)},
+        "student": dataclasses.asdict(student_cost),
+        "teacher": None,
+        "teacher_over_student": None,
+    }
+    if teacher is not None:
+        teacher_cost = ModelCost(
+            params=count_parameters(teacher),
+            flops=count_flops(teacher, image_size),
+            latency_ms={"pytorch": torch_latency_ms(teacher, image_size, protocol)},
+        )
+        result["teacher"] = dataclasses.asdict(teacher_cost)
+        result["teacher_over_student"] = {
+            "params": teacher_cost.params / max(student_cost.params, 1),
+            "flops": teacher_cost.flops / max(student_cost.flops, 1),
+            "latency_pytorch": teacher_cost.latency_ms["pytorch"]
+            / max(student_cost.latency_ms["pytorch"], 1e-9),
+        }
+    return result
+
+
+def _history_rows(history: Sequence[Any]) -> list[dict[str, Any]]:
+    return [
+        dataclasses.asdict(epoch)
+        if dataclasses.is_dataclass(epoch) and not isinstance(epoch, type)
+        else dict(epoch)
+        for epoch in history
+    ]
+
+
+def build_model_card(
+    *,
+    metrics: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+    hyper_parameters: Mapping[str, Any],
+    student: nn.Module,
+    teacher: nn.Module | None,
+    onnx_path: Path,
+    image_size: int,
+    protocol: LatencyProtocol | None = None,
+) -> dict[str, Any]:
+    """The card as a JSON-friendly dict.
+
+    ``metrics``: the engine's run metrics with ``report`` (``classification_report`` on the
+    evaluated split), ``history`` (``EpochSummary`` per epoch, as dataclasses or dicts),
+    ``method``, ``student``, ``teacher``, ``evaluated_split``, ``best_epoch`` and
+    ``best_val_balanced_accuracy`` (``train_seconds`` optional). ``dataset``: at least ``name``
+    and ``classes``; ``class_counts`` maps a split to its per-class image counts.
+    ``student`` is the deployable classifier ([0, 1] (B, 3, S, S) -> logits), ``teacher`` the
+    frozen teacher or None when the method used none; ``onnx_path`` the exported student.
+    """
+    report = metrics["report"]
+    history = _history_rows(metrics["history"])
+    return {
+        "format": MODEL_CARD_FORMAT,
+        "version": MODEL_CARD_VERSION,
+        "model": {
+            "arch": metrics["student"],
+            "image_size": image_size,
+            "classes": list(report["class_names"]),
+            "input": "float32 RGB in [0,1], (B,3,S,S), resized to S x S; normalisation inside",
+        },
+        "method": metrics["method"],
+        "teacher": metrics.get("teacher"),
+        "hyper_parameters": dict(hyper_parameters),
+        "dataset": dict(dataset),
+        "training": {
+            "best_epoch": metrics["best_epoch"],
+            "best_val_balanced_accuracy": metrics["best_val_balanced_accuracy"],
+            "epochs_trained": len(history),
+            "train_seconds": metrics.get("train_seconds"),
+            "history": history,
+        },
+        "evaluation": {"split": metrics["evaluated_split"], "report": report},
+        "efficiency": efficiency(
+            student,
+            teacher,
+            onnx_path=onnx_path,
+            image_size=image_size,
+            protocol=protocol or LatencyProtocol(),
+        ),
+        "files": {"curves": FILE_NAMES["curves"]},
+    }
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(cell) for cell in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(card: Mapping[str, Any]) -> str:
+    """The human-readable card; every number is the JSON card's, rounded to 4 decimals."""
+    model, report = card["model"], card["evaluation"]["report"]
+    split, training = card["evaluation"]["split"], card["training"]
+    classes = list(report["class_names"])
+    lines = [
+        f"# Model card: {model['arch']} student for {card['dataset'].get('name', 'a dataset')}",
+        "",
+        f"Distilled with **{card['method']}** from teacher **{card['teacher'] or 'none'}**. "
+        f"Input: {model['input']} (S = {model['image_size']}). "
+        f"Output: logits over {len(classes)} classes in the order of `config.json`.",
+        "",
+        f"## Results on the {split} split ({report['num_samples']} images)",
+        "",
+        *_table(["metric", "value"], [(m, report[m]) for m in HEADLINE_METRICS]),
+        "",
+        "### Per class",
+        "",
+    ]
+    with_counts = any("train_count" in row for row in report["per_class"])
+    lines += _table(
+        [
+            "class",
+            *(["train images"] if with_counts else []),
+            "support",
+            "precision",
+            "recall",
+            "F1",
+        ],
+        [
+            (
+                row["class"],
+                *([row.get("train_count")] if with_counts else []),
+                row["support"],
+                row["precision"],
+                row["recall"],
+                row["f1"],
+            )
+            for row in report["per_class"]
+        ],
+    )
+    groups = report.get("shot_groups")
+    if groups:
+        lines += [
+            "",
+            f"### Many / medium / few-shot (many: > {groups['many_above']} train images, "
+            f"few: < {groups['few_below']})",
+            "",
+            *_table(
+                ["group", "classes", "accuracy (mean recall)"],
+                [
+                    (g, ", ".join(groups[g]["classes"]) or "—", groups[g]["accuracy"])
+                    for g in ("many", "medium", "few")
+                ],
+            ),
+        ]
+    lines += [
+        "",
+        "### Confusion matrix (rows: true class, columns: predicted)",
+        "",
+        *_table(
+            ["true \\ predicted", *classes],
+            [(name, *row) for name, row in zip(classes, report["confusion_matrix"], strict=True)],
+        ),
+        "",
+        "## Cost: student vs teacher",
+        "",
+        *_efficiency_lines(card["efficiency"]),
+        "",
+        "## Training",
+        "",
+        f"Best epoch {training['best_epoch']} of {training['epochs_trained']} by validation "
+        f"balanced accuracy ({_fmt(training['best_val_balanced_accuracy'])}); this is the "
+        "exported student.",
+        "",
+        f"![training curves]({card['files']['curves']})",
+        "",
+        *_table(
+            ["epoch", "train loss", "val loss", "val balanced accuracy", "val macro-F1"],
+            [
+                (
+                    e["epoch"],
+                    e["train_losses"].get("loss"),
+                    e["val_loss"],
+                    e["val_balanced_accuracy"],
+                    e["val_macro_f1"],
+                )
+                for e in training["history"]
+            ],
+        ),
+        "",
+        "## Data",
+        "",
+        *_dataset_lines(card["dataset"], classes),
+        "",
+        "## Hyper-parameters",
+        "",
+        *_table(["name", "value"], sorted(card["hyper_parameters"].items())),
+        "",
+        "## Limitations",
+        "",
+        "Measured on the held-out split of one dataset; validate on your own data and population "
+        "before relying on the model, especially for the few-shot classes.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _efficiency_lines(cost: Mapping[str, Any]) -> list[str]:
+    student, teacher = cost["student"], cost["teacher"]
+    protocol = cost["latency_protocol"]
+    rows: list[Sequence[Any]] = [
+        (
+            "student",
+            student["params"],
+            student["flops"] / 1e9,
+            student["latency_ms"]["onnxruntime"],
+            student["latency_ms"]["pytorch"],
+        )
+    ]
+    if teacher is not None:
+        ratio = cost["teacher_over_student"]
+        rows += [
+            (
+                "teacher",
+                teacher["params"],
+                teacher["flops"] / 1e9,
+                None,
+                teacher["latency_ms"]["pytorch"],
+            ),
+            ("teacher / student", ratio["params"], ratio["flops"], None, ratio["latency_pytorch"]),
+        ]
+    return [
+        *_table(
+            ["model", "parameters", "GFLOPs", "CPU ms/image (ONNX)", "CPU ms/image (PyTorch)"],
+            rows,
+        ),
+        "",
+        f"One {cost['image_size']}×{cost['image_size']} image, batch 1, {protocol['threads']} CPU "
+        f"thread(s), median of {protocol['repeats']} runs after {protocol['warmup']} warm-up runs.",
+    ]
+
+
+def _dataset_lines(dataset: Mapping[str, Any], classes: Sequence[str]) -> list[str]:
+    lines = [
+        f"- {key}: {value}"
+        for key, value in dataset.items()
+        if key not in {"classes", "class_counts"} and not isinstance(value, (dict, list))
+    ]
+    counts = dataset.get("class_counts") or {}
+    if counts:
+        splits = list(counts)
+        lines += [
+            "",
+            *_table(
+                ["class", *splits],
+                [(name, *(counts[s][i] for s in splits)) for i, name in enumerate(classes)],
+            ),
+        ]
+    return lines
+
+
+def plot_training_curves(history: Sequence[Any], path: Path) -> None:
+    """Losses (left) and validation balanced accuracy / macro-F1 (right) per epoch, as PNG."""
+    from matplotlib.figure import Figure
+
+    rows = _history_rows(history)
+    epochs = [row["epoch"] for row in rows]
+    figure = Figure(figsize=(11, 4), layout="constrained")
+    losses, scores = figure.subplots(1, 2)
+    for term in sorted({t for row in rows for t in row["train_losses"]}):
+        losses.plot(epochs, [row["train_losses"].get(term) for row in rows], label=f"train {term}")
+    losses.plot(epochs, [row["val_loss"] for row in rows], "k--", label="val cross-entropy")
+    losses.set(xlabel="epoch", ylabel="loss", title="Losses")
+    losses.legend(fontsize="small")
+    scores.plot(epochs, [row["val_balanced_accuracy"] for row in rows], label="balanced accuracy")
+    scores.plot(epochs, [row["val_macro_f1"] for row in rows], label="macro-F1")
+    best = [row["epoch"] for row in rows if row["is_best"]]
+    if best:
+        scores.axvline(best[-1], color="grey", linestyle=":", label=f"best epoch {best[-1]}")
+    scores.set(xlabel="epoch", ylabel="score", title="Validation", ylim=(0.0, 1.0))
+    scores.legend(fontsize="small")
+    figure.savefig(path, format="png", dpi=100)
+
+
+def write_model_card(
+    out_dir: Path,
+    *,
+    metrics: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+    hyper_parameters: Mapping[str, Any],
+    student: nn.Module,
+    teacher: nn.Module | None,
+    onnx_path: Path,
+    image_size: int,
+    protocol: LatencyProtocol | None = None,
+) -> dict[str, Path]:
+    """Write ``model_card.json``, ``model_card.md`` and ``training_curves.png`` into ``out_dir``
+    (arguments as ``build_model_card``); return their paths keyed by ``FILE_NAMES``' kinds."""
+    card = build_model_card(
+        metrics=metrics,
+        dataset=dataset,
+        hyper_parameters=hyper_parameters,
+        student=student,
+        teacher=teacher,
+        onnx_path=onnx_path,
+        image_size=image_size,
+        protocol=protocol,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {kind: out_dir / name for kind, name in FILE_NAMES.items()}
+    temp = {kind: p.with_name(f".{p.name}.tmp-{os.getpid()}") for kind, p in paths.items()}
+    try:
+        plot_training_curves(card["training"]["history"], temp["curves"])
+        temp["markdown"].write_text(render_markdown(card), encoding="utf-8")
+        temp["json"].write_text(json.dumps(card, indent=2, allow_nan=False), encoding="utf-8")
+        for kind in ("curves", "markdown", "json"):
+            temp[kind].replace(paths[kind])
+    finally:
+        for path in temp.values():
+            path.unlink(missing_ok=True)
+    return paths
