@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -21,6 +22,8 @@ from app.teams.models import Role
 cli = typer.Typer(no_args_is_help=True, help="FoPro-KD Service: distillation as a service.")
 admin = typer.Typer(no_args_is_help=True, help="Teams and API keys (prints keys once).")
 cli.add_typer(admin, name="admin")
+weights = typer.Typer(no_args_is_help=True, help="Pre-trained weights of the built-in zoo.")
+admin.add_typer(weights, name="weights")
 
 HostOpt = Annotated[str | None, typer.Option(help="Interface to bind (default FOPRO_API_HOST).")]
 PortOpt = Annotated[int | None, typer.Option(help="Port to bind (default FOPRO_API_PORT).")]
@@ -206,6 +209,28 @@ def list_keys_cmd(team: str) -> None:
         for key in find_team(session, team).api_keys:
             state = "revoked" if key.revoked_at else "active"
             typer.echo(f"{key.id}\t{key.prefix}\t{key.role}\t{state}\t{key.label or ''}")
+
+
+@weights.command("add")
+def add_weights_cmd(
+    name: Annotated[str, typer.Argument(help="Zoo model name, e.g. resnet50.")],
+    file: Annotated[Path, typer.Argument(help="A .safetensors or torch.save state dict.")],
+) -> None:
+    """Verify FILE strictly for zoo model NAME and install it into the weights dir (atomically).
+
+    Needs the worker extra (torch, timm): this is how an offline cluster is seeded.
+    """
+    from app.teachers.service import install_zoo_weights
+    from workers.teacher_checks import inspect_weights
+
+    weights_dir = get_settings().weights_dir
+    assert weights_dir is not None  # Settings derives it from the data dir
+    with _ServiceErrorsToExit():
+        installed = install_zoo_weights(name, file, weights_dir, verify=inspect_weights)
+    typer.echo(
+        f"installed {name} ({installed.check.num_params} parameters) at {installed.path} "
+        f"sha256 {installed.sha256}"
+    )
 
 
 class _ServiceErrorsToExit:
