@@ -23,6 +23,13 @@ def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+def _head(generator: FourierPromptGenerator) -> torch.nn.Linear:
+    """The generator's last layer, which produces the mask logits."""
+    head = generator.net[-1]
+    assert isinstance(head, torch.nn.Linear)
+    return head
+
+
 def _unchanged(module: torch.nn.Module, before: dict[str, torch.Tensor]) -> bool:
     return all(torch.equal(v, before[k]) for k, v in module.state_dict().items())
 
@@ -40,7 +47,7 @@ def test_generator_with_zero_logits_returns_the_input() -> None:
     torch.manual_seed(0)
     generator = FourierPromptGenerator()
     with torch.no_grad():
-        generator.net[-1].weight.zero_()
+        _head(generator).weight.zero_()
     x = torch.rand(4, 3, 24, 24)
     prompted = generator(x)
     assert torch.equal(prompted.mask, torch.ones_like(prompted.mask))
@@ -51,7 +58,7 @@ def test_mask_shape_range_and_fresh_noise_per_image() -> None:
     torch.manual_seed(0)
     generator = FourierPromptGenerator(alpha=0.5, grid_size=(4, 3))
     with torch.no_grad():
-        generator.net[-1].weight.mul_(50.0)  # saturate tanh to reach the bounds
+        _head(generator).weight.mul_(50.0)  # saturate tanh to reach the bounds
     mask = generator.masks(5, 20, 20)
     assert mask.shape == (5, 3, 20, 11)
     assert mask.min() >= 0.5 - 1e-6

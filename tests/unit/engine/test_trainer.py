@@ -12,10 +12,13 @@ import torch
 from foprokd.checkpoint import load_checkpoint
 from foprokd.data import LabelledImages
 from foprokd.errors import CheckpointInvalid, NonFiniteLoss, TrainingCancelled
+from foprokd.fourier import FourierPromptLearner
 from foprokd.losses import log_class_prior
 from foprokd.student import Student
 from foprokd.trainer import (
     METHODS,
+    Distiller,
+    EffectiveDistiller,
     EpochSummary,
     Progress,
     TrainCallbacks,
@@ -23,6 +26,7 @@ from foprokd.trainer import (
     build_distiller,
     predict,
     train,
+    train_step,
 )
 from foprokd.zoo import FrozenTeacher
 
@@ -79,6 +83,12 @@ def _config(method: str = "fopro_akd", epochs: int = 2, **overrides: object) -> 
 
 def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _prompt_learner(distiller: Distiller) -> FourierPromptLearner:
+    assert isinstance(distiller, EffectiveDistiller)
+    assert distiller.prompt is not None
+    return distiller.prompt
 
 
 def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
@@ -165,15 +175,15 @@ def test_student_step_changes_only_the_student(
     distiller = build_distiller(
         _config("fopro_akd"), student, tiny_teacher, log_class_prior(COUNTS)
     )
-    assert distiller.prompt is not None
+    prompt = _prompt_learner(distiller)
     optimizer = torch.optim.Adam(student.parameters(), lr=3e-4)
     x, y = torch.rand(6, 3, 16, 16), torch.tensor([0, 0, 1, 1, 2, 2])
 
     out = student(x)
     distiller.prompt_step(x, y, out, epoch=1)  # the FPG step runs first, as in training
-    frozen = {"teacher": _state(tiny_teacher), "prompt": _state(distiller.prompt)}
+    frozen = {"teacher": _state(tiny_teacher), "prompt": _state(prompt)}
     student_before = _state(student)
-    distiller.prompt.optimizer.zero_grad(set_to_none=True)
+    prompt.optimizer.zero_grad(set_to_none=True)
 
     losses = distiller.student_losses(x, y, out)
     optimizer.zero_grad()
@@ -181,8 +191,8 @@ def test_student_step_changes_only_the_student(
     optimizer.step()
 
     assert _same(frozen["teacher"], _state(tiny_teacher))
-    assert _same(frozen["prompt"], _state(distiller.prompt))
-    assert all(p.grad is None for p in distiller.prompt.parameters())
+    assert _same(frozen["prompt"], _state(prompt))
+    assert all(p.grad is None for p in prompt.parameters())
     assert not _same(student_before, _state(student))
 
 
@@ -362,3 +372,26 @@ def test_predict_returns_probabilities_in_order(
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-6)
     single = predict(student.classifier(), images.subset([5]), batch_size=3, device="cpu")
     assert np.allclose(single[0], probs[5], atol=1e-6)
+
+
+def test_bf16_autocast_step_keeps_the_fourier_path_in_float32(
+    tiny_teacher: FrozenTeacher, make_student: StudentFactory
+) -> None:
+    # CUDA uses this path; CPU autocast exercises the same code without a GPU.
+    torch.manual_seed(0)
+    student = make_student(3, tiny_teacher.feature_dim)
+    distiller = build_distiller(
+        _config("fopro_akd"), student, tiny_teacher, log_class_prior(COUNTS)
+    )
+    prompt = _prompt_learner(distiller)
+    optimizer = torch.optim.Adam(student.parameters(), lr=3e-4)
+    x = torch.rand(6, 3, 16, 16).contiguous(memory_format=torch.channels_last)
+    y = torch.tensor([0, 0, 1, 1, 2, 2])
+    losses = train_step(
+        distiller, optimizer, x, y, epoch=1, global_step=1, grad_clip_norm=5.0, autocast=True
+    )
+    assert set(losses) == EXPECTED_TERMS["fopro"] | {"fpg_adversary"}
+    assert all(np.isfinite(v) for v in losses.values())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        prompted = prompt.generator(x)
+    assert prompted.images.dtype == prompted.mask.dtype == torch.float32

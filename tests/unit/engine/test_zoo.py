@@ -160,7 +160,10 @@ def test_verify_refuses_a_pickle_with_code_without_running_it(tmp_path: Path) ->
 
 
 def test_offline_hub_cache_is_used_when_present(empty_hub_cache: Path) -> None:
-    hub_id = timm.models.get_pretrained_cfg(TINY).hf_hub_id
+    cfg = timm.models.get_pretrained_cfg(TINY)
+    assert cfg is not None
+    assert cfg.hf_hub_id is not None
+    hub_id = cfg.hf_hub_id
     repo = empty_hub_cache / ("models--" + hub_id.replace("/", "--"))
     snapshot = repo / "snapshots" / "0123abc"
     snapshot.mkdir(parents=True)
