@@ -1,4 +1,4 @@
-"""An in-process API with the torch weights check run in-process instead of on a worker."""
+"""An in-process API whose torch weights check runs the worker task's body in-process."""
 
 from __future__ import annotations
 
@@ -14,13 +14,12 @@ from safetensors.torch import save_file
 
 from app.core.config import get_settings
 from app.core.db import session_scope
-from app.core.storage import open_object_store
 from app.teachers.router import get_weights_verifier
 from app.teachers.schemas import WeightsCheck
 from app.teams.models import Role
 from app.teams.service import create_api_key, create_team
 from tests.conftest import Service
-from workers.teacher_checks import inspect_weights
+from workers.teacher_checks import verify_teacher_weights
 
 TINY_ARCH = "test_resnet"  # ~0.4 M parameters: a custom teacher that uploads in milliseconds
 OTHER_ARCH = "test_efficientnet"
@@ -34,15 +33,8 @@ class Malicious:
 
 
 def verify_in_process(object_key: str, arch: str) -> WeightsCheck:
-    """What the cpu worker does, in this process, against the configured store."""
-    store = open_object_store(get_settings())
-    suffix = Path(object_key).suffix
-    local = get_settings().data_dir / f"verify-{os.getpid()}{suffix}"
-    local.write_bytes(store.get_bytes(object_key))
-    try:
-        return inspect_weights(arch, local)
-    finally:
-        local.unlink()
+    """The cpu worker's task body, run in this process against the configured store."""
+    return WeightsCheck.model_validate(verify_teacher_weights(object_key, arch))
 
 
 @pytest.fixture
