@@ -91,11 +91,6 @@ class LabelledImages:
         """Number of images per class, ``len == len(classes)`` (zeros for absent classes)."""
         return torch.bincount(self.labels, minlength=len(self.classes)).tolist()
 
-    def subset(self, indices: torch.Tensor | Sequence[int]) -> LabelledImages:
-        """The images at ``indices`` (copied into memory), with the same class list."""
-        index = torch.as_tensor(indices, dtype=torch.int64)
-        return LabelledImages(self.images[index], self.labels[index], list(self.classes))
-
 
 def index_batches(
     n: int,
@@ -176,20 +171,16 @@ class BatchAugment(nn.Module):
         shift = (torch.rand(b, 2, device=device) * 2 - 1) * (2 * self.translate)
         angle = (torch.rand(b, device=device) * 2 - 1) * math.radians(self.rotate_deg)
 
-        theta = torch.zeros(b, 2, 3, device=device)
-        theta[:, 0, 0] = 1.0
-        theta[:, 1, 1] = 1.0
-        is_scale, is_shift, is_rot = choice == 0, choice == 1, choice == 2
+        # Masks instead of boolean indexing: no host-device sync on CUDA.
+        one, zero = torch.ones_like(scale), torch.zeros_like(scale)
         # theta maps output to input coordinates: zooming in by s reads input at p / s.
-        inv_scale = torch.where(is_scale, 1.0 / scale, torch.ones_like(scale))
-        theta[:, 0, 0] = inv_scale
-        theta[:, 1, 1] = inv_scale
-        theta[:, :, 2] = torch.where(is_shift[:, None], -shift, torch.zeros_like(shift))
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        theta[is_rot, 0, 0] = cos[is_rot]
-        theta[is_rot, 0, 1] = -sin[is_rot]
-        theta[is_rot, 1, 0] = sin[is_rot]
-        theta[is_rot, 1, 1] = cos[is_rot]
+        inv_scale = torch.where(choice == 0, 1.0 / scale, one)
+        tx, ty = (torch.where(choice == 1, -shift[:, i], zero) for i in (0, 1))
+        cos = torch.where(choice == 2, torch.cos(angle), one) * inv_scale
+        sin = torch.where(choice == 2, torch.sin(angle), zero) * inv_scale
+        theta = torch.stack(
+            [torch.stack([cos, -sin, tx], dim=1), torch.stack([sin, cos, ty], dim=1)], dim=1
+        )
 
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
