@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     s3_secret_key: str | None = None
     s3_region: str = "us-east-1"
     s3_secure: bool = False
+    # host:port browsers use for presigned URLs when it differs from s3_endpoint (e.g. in compose).
+    s3_public_endpoint: str | None = None
 
     weights_dir: Path | None = None
 

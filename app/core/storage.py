@@ -144,6 +144,9 @@ class StoreSettings(Protocol):
     def s3_secure(self) -> bool: ...
 
     @property
+    def s3_public_endpoint(self) -> str | None: ...
+
+    @property
     def data_dir(self) -> Path: ...
 
 
@@ -672,6 +675,7 @@ class S3ObjectStore:
         prefix: str = "",
         *,
         part_size: int = DEFAULT_PART_SIZE,
+        presign_client: Minio | None = None,
     ) -> None:
         if prefix:
             validate_object_key(prefix)
@@ -680,6 +684,8 @@ class S3ObjectStore:
         self.bucket = bucket
         self.prefix = prefix
         self._client = client
+        # Presigned URLs are handed to browsers, which may reach S3 under another host name.
+        self._presign_client = presign_client or client
         self._part_size = part_size
         self._bucket_ready = False
         self._bucket_lock = threading.Lock()
@@ -794,7 +800,7 @@ class S3ObjectStore:
         )
         self.ensure_bucket()
         with self._translate_errors(key):
-            return self._client.presigned_get_object(
+            return self._presign_client.presigned_get_object(
                 self.bucket, name, expires=expires, response_headers=headers
             )
 
@@ -819,7 +825,7 @@ class S3ObjectStore:
             raise MultipartUploadInvalid(f"part number must be 1..{MAX_PARTS}, got {part_number}")
         self.ensure_bucket()
         with self._translate_errors(key):
-            return self._client.get_presigned_url(
+            return self._presign_client.get_presigned_url(
                 "PUT",
                 self.bucket,
                 name,
@@ -990,7 +996,15 @@ def _open_s3_store(settings: StoreSettings, *, bucket: str, prefix: str) -> S3Ob
             validate_object_key(prefix)
     except ValueError as exc:
         raise StorageConfigError(f"storage_url s3://{bucket}/{prefix}: {exc}") from exc
-    client = Minio(
+    client = _minio_client(settings, endpoint)
+    public = settings.s3_public_endpoint
+    presign_client = _minio_client(settings, public) if public and public != endpoint else None
+    return S3ObjectStore(client, bucket, prefix, presign_client=presign_client)
+
+
+def _minio_client(settings: StoreSettings, endpoint: str) -> Minio:
+    # The region is always given, so presigning never has to ask the (maybe unreachable) host.
+    return Minio(
         endpoint,
         access_key=settings.s3_access_key,
         secret_key=settings.s3_secret_key,
@@ -998,4 +1012,3 @@ def _open_s3_store(settings: StoreSettings, *, bucket: str, prefix: str) -> S3Ob
         region=settings.s3_region,
         http_client=_s3_http_client(),
     )
-    return S3ObjectStore(client, bucket, prefix)

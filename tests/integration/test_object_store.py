@@ -53,6 +53,7 @@ class StoreSettingsForTest:
     s3_secret_key: str | None = None
     s3_region: str = "us-east-1"
     s3_secure: bool = False
+    s3_public_endpoint: str | None = None
 
 
 class StreamBroke(Exception):
@@ -378,6 +379,26 @@ def test_download_url(store: ObjectStore, backend: str) -> None:
         disposition = response.headers["Content-Disposition"]
     assert disposition.startswith("attachment;")
     assert "filename*=UTF-8''%C3%A9l%C3%A8ve%20s1.onnx" in disposition
+
+
+def test_presigned_urls_use_the_public_endpoint_when_set(
+    s3_server: S3Server, tmp_path: Path
+) -> None:
+    settings = StoreSettingsForTest(
+        storage_url=f"s3://{s3_server.bucket}/public-{uuid.uuid4().hex[:8]}",
+        data_dir=tmp_path,
+        s3_endpoint=s3_server.endpoint,
+        s3_access_key=s3_server.access_key,
+        s3_secret_key=s3_server.secret_key,
+        s3_region=s3_server.region,
+        s3_public_endpoint="files.hospital.example:9443",
+    )
+    store = open_object_store(settings)
+    store.put_bytes("students/s1/model.onnx", b"onnx bytes")
+    url = store.download_url("students/s1/model.onnx", expires=timedelta(minutes=5))
+    assert url is not None
+    assert url.startswith("http://files.hospital.example:9443/")
+    assert store.get_bytes("students/s1/model.onnx") == b"onnx bytes"
 
 
 def put_part(url: str, data: bytes) -> str:
