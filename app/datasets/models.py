@@ -13,10 +13,16 @@ from app.core.db import Base, new_id, utcnow
 
 
 class DatasetStatus(StrEnum):
+    """``uploading`` (direct S3 upload in progress) -> ``validating`` -> ``ready`` | ``invalid``;
+    ``deleting`` while its objects are removed; ``deleted`` is the record kept for finished jobs
+    that were trained on it."""
+
     uploading = "uploading"
     validating = "validating"
     ready = "ready"
     invalid = "invalid"
+    deleting = "deleting"
+    deleted = "deleted"
 
 
 class Dataset(Base):

@@ -1,0 +1,81 @@
+"""Dataset statistics a long-tailed training run cares about: counts per split and class, the
+imbalance ratio, many/medium/few-shot class groups and the distribution of image sizes."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from app.datasets.splits import count_by_split
+
+# Shot groups by training images per class, the long-tail convention (Liu et al., CVPR 2019)
+# also used by the engine's metrics (foprokd.metrics.shot_groups).
+MANY_SHOT_ABOVE = 100
+FEW_SHOT_BELOW = 20
+# Bins of the longer image side, in pixels; the last bin is open-ended.
+SIZE_BIN_EDGES: tuple[int, ...] = (0, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+def shot_groups(train_counts: dict[str, int]) -> dict[str, list[str]]:
+    """Class names per group: ``many`` (> 100 train images), ``few`` (< 20), ``medium`` (rest)."""
+    groups: dict[str, list[str]] = {"many": [], "medium": [], "few": []}
+    for name, count in train_counts.items():
+        key = "many" if count > MANY_SHOT_ABOVE else "few" if count < FEW_SHOT_BELOW else "medium"
+        groups[key].append(name)
+    return groups
+
+
+def imbalance_ratio(train_counts: dict[str, int]) -> float:
+    """Largest over smallest class in the training split (1.0 for a balanced set)."""
+    counts = [n for n in train_counts.values() if n > 0]
+    return round(max(counts) / min(counts), 4) if counts else 0.0
+
+
+def size_histogram(sizes: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    """Counts of images per bin of their longer side, plus min/median/max width and height.
+
+    ``sizes``: (width, height) in pixels per image.
+    """
+    bins = []
+    for low, high in zip(SIZE_BIN_EDGES, (*SIZE_BIN_EDGES[1:], None), strict=True):
+        count = sum(1 for w, h in sizes if max(w, h) >= low and (high is None or max(w, h) < high))
+        bins.append({"min": low, "max": high, "count": count})
+
+    def summary(values: list[int]) -> dict[str, float] | None:
+        if not values:
+            return None
+        return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+    return {
+        "measure": "longer side in pixels; max is exclusive, null means unbounded",
+        "bins": bins,
+        "width": summary([w for w, _ in sizes]),
+        "height": summary([h for _, h in sizes]),
+    }
+
+
+def dataset_statistics(
+    labelled: Sequence[tuple[str, str]], sizes: Sequence[tuple[int, int]], classes: Sequence[str]
+) -> dict[str, Any]:
+    """The statistics block of a ready dataset.
+
+    ``labelled``: (class, split) per image; ``sizes``: (width, height) per image; ``classes``:
+    names in label-index order. Keys: ``class_counts`` ({split: {class: n}}), ``class_totals``,
+    ``imbalance_ratio`` (train max/min), ``groups`` (many/medium/few by train count),
+    ``group_rule``, ``image_size_histogram``.
+    """
+    counts = count_by_split(labelled, classes)
+    totals = {name: sum(counts[split][name] for split in counts) for name in classes}
+    return {
+        "class_counts": counts,
+        "class_totals": totals,
+        "imbalance_ratio": imbalance_ratio(counts["train"]),
+        "groups": shot_groups(counts["train"]),
+        "group_rule": {
+            "counted_on": "train",
+            "many_above": MANY_SHOT_ABOVE,
+            "few_below": FEW_SHOT_BELOW,
+        },
+        "image_size_histogram": size_histogram(sizes),
+    }
