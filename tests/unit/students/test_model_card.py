@@ -1,0 +1,183 @@
+"""The model card reports the engine's own numbers, and measures costs the way it says."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from foprokd.cli import TrainRequest, run_training
+from foprokd.data import LabelledImages, ManifestEntry, decode_image
+from foprokd.export import load_exported
+from foprokd.metrics import classification_report
+from foprokd.model_card import (
+    FILE_NAMES,
+    LatencyProtocol,
+    count_flops,
+    count_parameters,
+    write_model_card,
+)
+from foprokd.synthetic import sample_dataset
+from foprokd.trainer import TrainConfig, predict
+from foprokd.zoo import load_teacher
+
+TEACHER = "test_efficientnet"
+STUDENT = "test_resnet"
+SIZE = 32
+FAST = LatencyProtocol(threads=1, warmup=1, repeats=3)
+
+
+@pytest.fixture(scope="module")
+def engine_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A real two-epoch EKD run of the engine on a small long-tailed image folder."""
+    root = tmp_path_factory.mktemp("run")
+    sample = sample_dataset(classes=3, head=20, imbalance=4.0, size=SIZE, with_splits=True)
+    entries = []
+    for member in sample.members:
+        path = root / "data" / member.name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(member.data)
+        split, label, _ = member.name.split("/")
+        entries.append(ManifestEntry(member.name, label, split))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models on a shared 2-core machine: one thread is faster
+    try:
+        metrics = run_training(
+            TrainRequest(
+                data_root=root / "data",
+                entries=entries,
+                run_dir=root / "run",
+                config=TrainConfig(
+                    method="ekd", epochs=2, batch_size=8, image_size=SIZE, device="cpu", seed=1
+                ),
+                teacher=TEACHER,
+                student=STUDENT,
+                allow_random_weights=True,
+                cache_dir=root / "cache",
+                show_progress=False,
+            )
+        )
+    finally:
+        torch.set_num_threads(threads)
+    exported = load_exported(root / "run" / "student")
+    test_entries = [e for e in entries if e.split == "test"]
+    return {
+        "metrics": metrics,
+        "exported": exported,
+        "onnx": root / "run" / "student" / "student.onnx",
+        "test_files": [root / "data" / e.path for e in test_entries],
+        "test_labels": [exported.classes.index(e.label) for e in test_entries],
+        "train_counts": [
+            sum(1 for e in entries if e.split == "train" and e.label == c) for c in exported.classes
+        ],
+        "card_dir": root / "card",
+    }
+
+
+@pytest.fixture(scope="module")
+def card(engine_run: dict[str, Any]) -> dict[str, Path]:
+    exported = engine_run["exported"]
+    return write_model_card(
+        engine_run["card_dir"],
+        metrics=engine_run["metrics"],
+        dataset={
+            "name": "derm-sample",
+            "classes": exported.classes,
+            "class_counts": {"train": engine_run["train_counts"]},
+        },
+        hyper_parameters=TrainConfig(method="ekd", epochs=2, batch_size=8).to_dict(),
+        student=exported.classifier,
+        teacher=load_teacher(TEACHER, allow_random=True),
+        onnx_path=engine_run["onnx"],
+        image_size=SIZE,
+        protocol=FAST,
+    )
+
+
+def test_card_report_is_the_engines_report(
+    engine_run: dict[str, Any], card: dict[str, Path]
+) -> None:
+    written = json.loads(card["json"].read_text())
+    assert written["evaluation"]["report"] == engine_run["metrics"]["report"]
+    assert written["evaluation"]["split"] == "test"
+
+    # And the engine's report is what the exported student really does on the test images.
+    exported = engine_run["exported"]
+    images = torch.from_numpy(np.stack([decode_image(p, SIZE) for p in engine_run["test_files"]]))
+    probs = predict(
+        exported.classifier,
+        LabelledImages(images, torch.tensor(engine_run["test_labels"]), exported.classes),
+        batch_size=16,
+        device="cpu",
+    )
+    recomputed = classification_report(
+        engine_run["test_labels"],
+        probs.argmax(axis=1),
+        exported.classes,
+        train_counts=engine_run["train_counts"],
+    )
+    assert written["evaluation"]["report"] == json.loads(json.dumps(recomputed))
+
+
+def test_card_training_section_is_the_engines_history(
+    engine_run: dict[str, Any], card: dict[str, Path]
+) -> None:
+    metrics = engine_run["metrics"]
+    training = json.loads(card["json"].read_text())["training"]
+    assert training["history"] == json.loads(json.dumps(metrics["history"]))
+    assert training["best_epoch"] == metrics["best_epoch"]
+    assert training["best_val_balanced_accuracy"] == metrics["best_val_balanced_accuracy"]
+    assert training["epochs_trained"] == 2
+
+
+def test_markdown_shows_the_same_numbers(engine_run: dict[str, Any], card: dict[str, Path]) -> None:
+    report = engine_run["metrics"]["report"]
+    markdown = card["markdown"].read_text()
+    for metric in ("balanced_accuracy", "macro_f1", "mcc", "cohen_kappa", "accuracy"):
+        assert f"| {metric} | {report[metric]:.4f} |" in markdown
+    for row in report["per_class"]:
+        assert f"| {row['class']} | {row['train_count']} | {row['support']} |" in markdown
+    for name, counts in zip(report["class_names"], report["confusion_matrix"], strict=True):
+        assert "| " + " | ".join([name, *map(str, counts)]) + " |" in markdown
+    assert f"]({FILE_NAMES['curves']})" in markdown
+
+
+def test_costs_compare_student_and_teacher(
+    engine_run: dict[str, Any], card: dict[str, Path]
+) -> None:
+    cost = json.loads(card["json"].read_text())["efficiency"]
+    teacher = load_teacher(TEACHER, allow_random=True)
+    assert cost["student"]["params"] == count_parameters(engine_run["exported"].classifier)
+    assert cost["teacher"]["params"] == count_parameters(teacher)
+    assert cost["teacher"]["flops"] == count_flops(teacher, SIZE)
+    assert cost["teacher_over_student"]["params"] == pytest.approx(
+        cost["teacher"]["params"] / cost["student"]["params"]
+    )
+    latencies = [*cost["student"]["latency_ms"].values(), cost["teacher"]["latency_ms"]["pytorch"]]
+    assert all(ms > 0 for ms in latencies)
+    assert cost["latency_protocol"] == {
+        "batch_size": 1,
+        "device": "cpu",
+        "threads": 1,
+        "warmup": 1,
+        "repeats": 3,
+    }
+
+
+def test_flops_count_two_per_multiply_add() -> None:
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 10))
+    assert count_flops(linear, 8) == 2 * 3 * 8 * 8 * 10
+    conv = nn.Conv2d(3, 4, kernel_size=3, padding=1, bias=False)
+    assert count_flops(conv, 8) == 2 * (3 * 3 * 3) * 4 * 8 * 8
+
+
+def test_curves_are_a_png(card: dict[str, Path]) -> None:
+    with Image.open(card["curves"]) as image:
+        assert image.format == "PNG"
+        assert image.size == (1100, 400)
