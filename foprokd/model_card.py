@@ -410,6 +410,7 @@ def _dataset_lines(dataset: Mapping[str, Any], classes: Sequence[str]) -> list[s
 def plot_training_curves(history: Sequence[Any], path: Path) -> None:
     """Losses (left) and validation balanced accuracy / macro-F1 (right) per epoch, as PNG."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     rows = _history_rows(history)
     epochs = [row["epoch"] for row in rows]
@@ -427,6 +428,8 @@ def plot_training_curves(history: Sequence[Any], path: Path) -> None:
         scores.axvline(best[-1], color="grey", linestyle=":", label=f"best epoch {best[-1]}")
     scores.set(xlabel="epoch", ylabel="score", title="Validation", ylim=(0.0, 1.0))
     scores.legend(fontsize="small")
+    for axes in (losses, scores):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     figure.savefig(path, format="png", dpi=100)
 
 
