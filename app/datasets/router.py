@@ -1,19 +1,140 @@
-"""Datasets as the API sees them (reads; uploads arrive with the datasets issue)."""
+"""Datasets over HTTP: streamed or direct-to-S3 uploads, listing, details, manifest, deletion."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Iterator
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 
-from app.core.deps import CurrentPrincipal, SessionDep
+from app.core.db import new_id
+from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
+from app.core.errors import ServiceUnavailable
 from app.core.pagination import Page
+from app.core.storage import ObjectNotFound, StoreUnavailable
 from app.core.tenancy import get_owned, scoped
+from app.datasets import service
 from app.datasets.models import Dataset, DatasetStatus
-from app.datasets.schemas import DatasetOut
+from app.datasets.schemas import (
+    CompleteUploadRequest,
+    DatasetOut,
+    DirectUploadOut,
+    DirectUploadRequest,
+    UploadRequest,
+)
+from app.datasets.upload import receive_archive
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
+
+_UPLOAD_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": (
+            "Either multipart/form-data with the fields of UploadRequest (name, layout, ...) "
+            "BEFORE one file part holding the archive, or the raw archive as the body with the "
+            "fields as query parameters. Archives: .zip, .tar, .tar.gz."
+        ),
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["name", "file"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "file": {"type": "string", "format": "binary"},
+                    },
+                }
+            },
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=202,
+    openapi_extra=_UPLOAD_BODY,
+    responses={
+        409: {"description": "name taken"},
+        413: {"description": "over FOPRO_MAX_UPLOAD_BYTES"},
+        415: {"description": "not a zip/tar/tar.gz"},
+    },
+)
+async def upload_dataset(
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+) -> DatasetOut:
+    """Upload an archive; answers 202 with the dataset ``validating``. Poll ``GET
+    /v1/datasets/{id}`` until it is ``ready`` or ``invalid`` (``stats.progress`` shows how far)."""
+    principal.require_write()
+    dataset_id = new_id("ds")
+    parsed: list[UploadRequest] = []
+
+    def before_store(fields: dict[str, str], filename: str | None) -> None:
+        upload = service.parse_upload_fields(fields)
+        service.ensure_name_free(session, principal.team_id, upload.name)
+        parsed.append(upload)
+
+    received = await receive_archive(
+        request,
+        store,
+        service.archive_key(principal.team_id, dataset_id),
+        max_bytes=settings.max_upload_bytes,
+        before_store=before_store,
+    )
+    dataset = await run_in_threadpool(
+        service.register_upload,
+        session,
+        store,
+        team_id=principal.team_id,
+        dataset_id=dataset_id,
+        request=parsed[0],
+        stored=received.stored,
+        archive_format=received.format.value,
+    )
+    response.headers["Location"] = f"/v1/datasets/{dataset.id}"
+    return DatasetOut.model_validate(dataset)
+
+
+@router.post("/uploads", status_code=201, responses={501: {}})
+def begin_direct_upload(
+    body: DirectUploadRequest,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+) -> DirectUploadOut:
+    """For very large archives on an S3 store: get one presigned URL per part, PUT the parts
+    straight to S3 (keep each response's ETag), then POST them to ``complete_url``."""
+    principal.require_write()
+    return service.begin_direct_upload(
+        session, store, settings, team_id=principal.team_id, request=body
+    )
+
+
+@router.post("/uploads/{dataset_id}/complete", status_code=202)
+def complete_direct_upload(
+    dataset_id: str,
+    body: CompleteUploadRequest,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    store: StoreDep,
+) -> DatasetOut:
+    """Assemble the uploaded parts; the dataset goes on to ``validating``."""
+    principal.require_write()
+    dataset = get_owned(session, Dataset, dataset_id, principal.team_id, what="dataset")
+    return DatasetOut.model_validate(
+        service.complete_direct_upload(session, store, settings, dataset, body.parts)
+    )
 
 
 @router.get("")
@@ -24,9 +145,12 @@ def list_datasets(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[DatasetOut]:
+    """The team's datasets, newest first; ``deleted`` records only when asked for by status."""
     query = scoped(Dataset, principal.team_id)
     if status is not None:
         query = query.where(Dataset.status == status.value)
+    else:
+        query = query.where(Dataset.status != DatasetStatus.deleted.value)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(
         query.order_by(Dataset.created_at.desc(), Dataset.id).limit(limit).offset(offset)
@@ -38,6 +162,45 @@ def list_datasets(
 
 @router.get("/{dataset_id}")
 def read_dataset(dataset_id: str, principal: CurrentPrincipal, session: SessionDep) -> DatasetOut:
+    """Status, problems and warnings, class counts per split, imbalance ratio, shot groups,
+    image size histogram and, while validating, progress."""
     return DatasetOut.model_validate(
         get_owned(session, Dataset, dataset_id, principal.team_id, what="dataset")
     )
+
+
+@router.get("/{dataset_id}/manifest", response_class=StreamingResponse)
+def download_manifest(
+    dataset_id: str, principal: CurrentPrincipal, session: SessionDep, store: StoreDep
+) -> StreamingResponse:
+    """The manifest CSV of a ready dataset: ``path,object_key,label,split,sha256,width,height``."""
+    dataset = get_owned(session, Dataset, dataset_id, principal.team_id, what="dataset")
+    key = service.manifest_key(dataset)
+    try:
+        handle = store.open(key)
+    except (StoreUnavailable, ObjectNotFound) as exc:
+        raise ServiceUnavailable(
+            f"The manifest cannot be read from the object store: {exc}"
+        ) from exc
+
+    def chunks() -> Iterator[bytes]:
+        with handle:
+            while chunk := handle.read(256 * 1024):
+                yield chunk
+
+    return StreamingResponse(
+        chunks(),
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{dataset.id}-manifest.csv"'},
+    )
+
+
+@router.delete("/{dataset_id}", status_code=204)
+def delete_dataset(
+    dataset_id: str, principal: CurrentPrincipal, session: SessionDep, store: StoreDep
+) -> Response:
+    """Delete the dataset and its objects; 409 while a queued or running job uses it."""
+    principal.require_write()
+    dataset = get_owned(session, Dataset, dataset_id, principal.team_id, what="dataset")
+    service.delete_dataset(session, store, dataset)
+    return Response(status_code=204)
