@@ -15,7 +15,7 @@ from app.core.queue import Queue, make_celery
 celery_app = make_celery(get_settings())
 celery_app.conf.update(
     # Each module registers its tasks under the names in app.core.queue.TaskName.
-    include=["workers.ping", "workers.teacher_checks"],
+    include=["workers.ping", "workers.teacher_checks", "workers.ingest"],
     worker_pool="solo",
     worker_concurrency=1,
     worker_send_task_events=True,
