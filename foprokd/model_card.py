@@ -1,10 +1,11 @@
 """The model card of a distilled student: ``model_card.json``, ``model_card.md`` and curves.
 
-Everything in the card comes from its inputs: the engine's metrics (the dict ``foprokd.cli``
-writes to ``metrics.json``: test report, training history, best epoch), the dataset's statistics,
-the hyper-parameters, and the student and teacher modules plus the exported ONNX file, which are
-measured here (parameters, FLOPs, CPU latency). The test report is copied verbatim, so the card's
-numbers are the engine's numbers.
+Everything in the card comes from its inputs: the engine's test report
+(``foprokd.metrics.classification_report``) and training history (``EpochSummary`` per epoch),
+the dataset's statistics, the hyper-parameters, and the student and teacher modules plus the
+exported ONNX file, which are measured here (parameters, FLOPs, CPU latency). The report and the
+history are copied verbatim, so the card's numbers are the engine's numbers.
+``build_model_card`` makes the card (a dict); ``write_model_card`` writes its three files.
 
 Cost measurements: parameters are ``numel`` of the module's parameters; FLOPs are counted by
 ``torch.utils.flop_counter.FlopCounterMode`` for one image at the training resolution
@@ -178,48 +179,55 @@ def _history_rows(history: Sequence[Any]) -> list[dict[str, Any]]:
 
 def build_model_card(
     *,
-    metrics: Mapping[str, Any],
+    report: Mapping[str, Any] | None,
+    evaluated_split: str | None,
+    history: Sequence[Any],
     dataset: Mapping[str, Any],
     hyper_parameters: Mapping[str, Any],
+    student_name: str,
+    teacher_name: str | None,
     student: nn.Module,
     teacher: nn.Module | None,
     onnx_path: Path,
-    image_size: int,
     protocol: LatencyProtocol | None = None,
 ) -> dict[str, Any]:
     """The card as a JSON-friendly dict.
 
-    ``metrics``: the engine's run metrics with ``report`` (``classification_report`` on the
-    evaluated split), ``history`` (``EpochSummary`` per epoch, as dataclasses or dicts),
-    ``method``, ``student``, ``teacher``, ``evaluated_split``, ``best_epoch`` and
-    ``best_val_balanced_accuracy`` (``train_seconds`` optional). ``dataset``: at least ``name``
-    and ``classes``; ``class_counts`` maps a split to its per-class image counts.
-    ``student`` is the deployable classifier ([0, 1] (B, 3, S, S) -> logits), ``teacher`` the
-    frozen teacher or None when the method used none; ``onnx_path`` the exported student.
+    ``report``: ``foprokd.metrics.classification_report`` of the exported student on
+    ``evaluated_split`` (None when the dataset had no held-out split), copied verbatim.
+    ``history``: the trainer's ``EpochSummary`` per epoch (dataclasses or their dicts).
+    ``dataset``: at least ``name`` and ``classes`` (index order); ``class_counts`` may map a
+    split to per-class image counts. ``hyper_parameters``: ``TrainConfig.to_dict()`` (its
+    ``method`` and ``image_size`` are used). ``student``: the deployable classifier
+    ([0, 1] (B, 3, S, S) -> logits); ``teacher``: the frozen teacher, or None when the method
+    used none; ``onnx_path``: the exported student.
     """
-    report = metrics["report"]
-    history = _history_rows(metrics["history"])
+    rows = _history_rows(history)
+    image_size = int(hyper_parameters["image_size"])
+    last = rows[-1] if rows else {}
     return {
         "format": MODEL_CARD_FORMAT,
         "version": MODEL_CARD_VERSION,
         "model": {
-            "arch": metrics["student"],
+            "arch": student_name,
             "image_size": image_size,
-            "classes": list(report["class_names"]),
+            "classes": list(dataset["classes"]),
             "input": "float32 RGB in [0,1], (B,3,S,S), resized to S x S; normalisation inside",
         },
-        "method": metrics["method"],
-        "teacher": metrics.get("teacher"),
+        "method": hyper_parameters["method"],
+        "teacher": teacher_name,
         "hyper_parameters": dict(hyper_parameters),
         "dataset": dict(dataset),
         "training": {
-            "best_epoch": metrics["best_epoch"],
-            "best_val_balanced_accuracy": metrics["best_val_balanced_accuracy"],
-            "epochs_trained": len(history),
-            "train_seconds": metrics.get("train_seconds"),
-            "history": history,
+            "best_epoch": last.get("best_epoch"),
+            "best_val_balanced_accuracy": last.get("best_balanced_accuracy"),
+            "epochs_trained": len(rows),
+            "train_seconds": sum(row["seconds"] for row in rows),
+            "history": rows,
         },
-        "evaluation": {"split": metrics["evaluated_split"], "report": report},
+        "evaluation": (
+            {"split": evaluated_split, "report": dict(report)} if report is not None else None
+        ),
         "efficiency": efficiency(
             student,
             teacher,
@@ -247,9 +255,8 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
 
 def render_markdown(card: Mapping[str, Any]) -> str:
     """The human-readable card; every number is the JSON card's, rounded to 4 decimals."""
-    model, report = card["model"], card["evaluation"]["report"]
-    split, training = card["evaluation"]["split"], card["training"]
-    classes = list(report["class_names"])
+    model, training = card["model"], card["training"]
+    classes = list(model["classes"])
     lines = [
         f"# Model card: {model['arch']} student for {card['dataset'].get('name', 'a dataset')}",
         "",
@@ -257,6 +264,62 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         f"Input: {model['input']} (S = {model['image_size']}). "
         f"Output: logits over {len(classes)} classes in the order of `config.json`.",
         "",
+        *_evaluation_lines(card["evaluation"]),
+        "## Cost: student vs teacher",
+        "",
+        *_efficiency_lines(card["efficiency"]),
+        "",
+        "## Training",
+        "",
+        f"Best epoch {training['best_epoch']} of {training['epochs_trained']} by validation "
+        f"balanced accuracy ({_fmt(training['best_val_balanced_accuracy'])}); this is the "
+        "exported student.",
+        "",
+        f"![training curves]({card['files']['curves']})",
+        "",
+        *_table(
+            ["epoch", "train loss", "val loss", "val balanced accuracy", "val macro-F1"],
+            [
+                (
+                    e["epoch"],
+                    e["train_losses"].get("loss"),
+                    e["val_loss"],
+                    e["val_balanced_accuracy"],
+                    e["val_macro_f1"],
+                )
+                for e in training["history"]
+            ],
+        ),
+        "",
+        "## Data",
+        "",
+        *_dataset_lines(card["dataset"], classes),
+        "",
+        "## Hyper-parameters",
+        "",
+        *_table(["name", "value"], sorted(card["hyper_parameters"].items())),
+        "",
+        "## Limitations",
+        "",
+        "Measured on the held-out split of one dataset; validate on your own data and population "
+        "before relying on the model, especially for the few-shot classes.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _evaluation_lines(evaluation: Mapping[str, Any] | None) -> list[str]:
+    if evaluation is None:
+        return [
+            "## Results",
+            "",
+            "The dataset had no test split, so no held-out evaluation was made; the validation "
+            "curves below are the only measure of quality.",
+            "",
+        ]
+    report, split = evaluation["report"], evaluation["split"]
+    classes = list(report["class_names"])
+    lines = [
         f"## Results on the {split} split ({report['num_samples']} images)",
         "",
         *_table(["metric", "value"], [(m, report[m]) for m in HEADLINE_METRICS]),
@@ -301,7 +364,8 @@ def render_markdown(card: Mapping[str, Any]) -> str:
                 ],
             ),
         ]
-    lines += [
+    return [
+        *lines,
         "",
         "### Confusion matrix (rows: true class, columns: predicted)",
         "",
@@ -310,47 +374,7 @@ def render_markdown(card: Mapping[str, Any]) -> str:
             [(name, *row) for name, row in zip(classes, report["confusion_matrix"], strict=True)],
         ),
         "",
-        "## Cost: student vs teacher",
-        "",
-        *_efficiency_lines(card["efficiency"]),
-        "",
-        "## Training",
-        "",
-        f"Best epoch {training['best_epoch']} of {training['epochs_trained']} by validation "
-        f"balanced accuracy ({_fmt(training['best_val_balanced_accuracy'])}); this is the "
-        "exported student.",
-        "",
-        f"![training curves]({card['files']['curves']})",
-        "",
-        *_table(
-            ["epoch", "train loss", "val loss", "val balanced accuracy", "val macro-F1"],
-            [
-                (
-                    e["epoch"],
-                    e["train_losses"].get("loss"),
-                    e["val_loss"],
-                    e["val_balanced_accuracy"],
-                    e["val_macro_f1"],
-                )
-                for e in training["history"]
-            ],
-        ),
-        "",
-        "## Data",
-        "",
-        *_dataset_lines(card["dataset"], classes),
-        "",
-        "## Hyper-parameters",
-        "",
-        *_table(["name", "value"], sorted(card["hyper_parameters"].items())),
-        "",
-        "## Limitations",
-        "",
-        "Measured on the held-out split of one dataset; validate on your own data and population "
-        "before relying on the model, especially for the few-shot classes.",
-        "",
     ]
-    return "\n".join(lines)
 
 
 def _efficiency_lines(cost: Mapping[str, Any]) -> list[str]:
@@ -433,30 +457,9 @@ def plot_training_curves(history: Sequence[Any], path: Path) -> None:
     figure.savefig(path, format="png", dpi=100)
 
 
-def write_model_card(
-    out_dir: Path,
-    *,
-    metrics: Mapping[str, Any],
-    dataset: Mapping[str, Any],
-    hyper_parameters: Mapping[str, Any],
-    student: nn.Module,
-    teacher: nn.Module | None,
-    onnx_path: Path,
-    image_size: int,
-    protocol: LatencyProtocol | None = None,
-) -> dict[str, Path]:
-    """Write ``model_card.json``, ``model_card.md`` and ``training_curves.png`` into ``out_dir``
-    (arguments as ``build_model_card``); return their paths keyed by ``FILE_NAMES``' kinds."""
-    card = build_model_card(
-        metrics=metrics,
-        dataset=dataset,
-        hyper_parameters=hyper_parameters,
-        student=student,
-        teacher=teacher,
-        onnx_path=onnx_path,
-        image_size=image_size,
-        protocol=protocol,
-    )
+def write_model_card(out_dir: Path, card: Mapping[str, Any]) -> dict[str, Path]:
+    """Write ``model_card.json``, ``model_card.md`` and ``training_curves.png`` for ``card``
+    (from ``build_model_card``) into ``out_dir``; return their paths keyed by ``FILE_NAMES``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {kind: out_dir / name for kind, name in FILE_NAMES.items()}
     temp = {kind: p.with_name(f".{p.name}.tmp-{os.getpid()}") for kind, p in paths.items()}

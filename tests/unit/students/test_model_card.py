@@ -19,6 +19,7 @@ from foprokd.metrics import classification_report
 from foprokd.model_card import (
     FILE_NAMES,
     LatencyProtocol,
+    build_model_card,
     count_flops,
     count_parameters,
     write_model_card,
@@ -82,22 +83,27 @@ def engine_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def card(engine_run: dict[str, Any]) -> dict[str, Path]:
-    exported = engine_run["exported"]
-    return write_model_card(
-        engine_run["card_dir"],
-        metrics=engine_run["metrics"],
+    exported, metrics = engine_run["exported"], engine_run["metrics"]
+    built = build_model_card(
+        report=metrics["report"],
+        evaluated_split=metrics["evaluated_split"],
+        history=metrics["history"],
         dataset={
             "name": "derm-sample",
             "classes": exported.classes,
             "class_counts": {"train": engine_run["train_counts"]},
         },
-        hyper_parameters=TrainConfig(method="ekd", epochs=2, batch_size=8).to_dict(),
+        hyper_parameters=TrainConfig(
+            method="ekd", epochs=2, batch_size=8, image_size=SIZE
+        ).to_dict(),
+        student_name=STUDENT,
+        teacher_name=TEACHER,
         student=exported.classifier,
         teacher=load_teacher(TEACHER, allow_random=True),
         onnx_path=engine_run["onnx"],
-        image_size=SIZE,
         protocol=FAST,
     )
+    return write_model_card(engine_run["card_dir"], built)
 
 
 def test_card_report_is_the_engines_report(
@@ -134,6 +140,7 @@ def test_card_training_section_is_the_engines_history(
     assert training["best_epoch"] == metrics["best_epoch"]
     assert training["best_val_balanced_accuracy"] == metrics["best_val_balanced_accuracy"]
     assert training["epochs_trained"] == 2
+    assert training["train_seconds"] == pytest.approx(sum(e["seconds"] for e in metrics["history"]))
 
 
 def test_markdown_shows_the_same_numbers(engine_run: dict[str, Any], card: dict[str, Path]) -> None:
@@ -181,3 +188,25 @@ def test_curves_are_a_png(card: dict[str, Path]) -> None:
     with Image.open(card["curves"]) as image:
         assert image.format == "PNG"
         assert image.size == (1100, 400)
+
+
+def test_without_a_test_split_the_card_says_so(engine_run: dict[str, Any], tmp_path: Path) -> None:
+    exported = engine_run["exported"]
+    built = build_model_card(
+        report=None,
+        evaluated_split=None,
+        history=engine_run["metrics"]["history"],
+        dataset={"name": "no-test", "classes": exported.classes},
+        hyper_parameters=TrainConfig(method="bsm", image_size=SIZE).to_dict(),
+        student_name=STUDENT,
+        teacher_name=None,
+        student=exported.classifier,
+        teacher=None,
+        onnx_path=engine_run["onnx"],
+        protocol=FAST,
+    )
+    paths = write_model_card(tmp_path, built)
+    written = json.loads(paths["json"].read_text())
+    assert written["evaluation"] is None
+    assert written["efficiency"]["teacher"] is None
+    assert "no held-out evaluation" in paths["markdown"].read_text()
