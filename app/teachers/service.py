@@ -110,17 +110,25 @@ def team_teachers(session: Session, team_id: str) -> list[Teacher]:
 
 
 def resolve_teacher(
-    session: Session, team_id: str, name: str, *, settings: Settings | None = None
+    session: Session,
+    team_id: str,
+    name: str,
+    *,
+    require_weights: bool = True,
+    settings: Settings | None = None,
 ) -> TeacherChoice:
-    """The teacher ``name`` means for this team, with weights in place, for a job submit.
+    """The teacher ``name`` means for this team, for a job submit.
 
-    Raises UnknownTeacher (422) for a name that is neither built in nor the team's, and
-    TeacherWeightsMissing (422) naming the exact file(s) to fill for a zoo teacher whose weights
-    are not in the weights dir.
+    Raises UnknownTeacher (422) for a name that is neither built in nor the team's, and, when
+    ``require_weights``, TeacherWeightsMissing (422) naming the exact file(s) to fill for a zoo
+    teacher whose weights are not in the weights dir. Pass ``require_weights=False`` when the run
+    will not load the teacher's weights (teacher-less methods, test-only random weights); the
+    choice's ``weights_path`` is then None if nothing is installed.
     """
     entry = ZOO_TEACHERS.get(name)
     if entry is not None:
-        return _zoo_choice(entry, _weights_dir(settings or get_settings()))
+        weights_dir = _weights_dir(settings or get_settings())
+        return _zoo_choice(entry, weights_dir, require_weights=require_weights)
     row = session.scalar(scoped(Teacher, team_id).where(Teacher.name == name))
     if row is None:
         raise UnknownTeacher(
@@ -143,9 +151,9 @@ def resolve_teacher(
     )
 
 
-def _zoo_choice(entry: ZooEntry, weights_dir: Path) -> TeacherChoice:
+def _zoo_choice(entry: ZooEntry, weights_dir: Path, *, require_weights: bool) -> TeacherChoice:
     found = find_zoo_weights(entry.name, weights_dir)
-    if found is None:
+    if found is None and require_weights:
         expected = expected_weight_paths(entry.name, weights_dir)
         raise TeacherWeightsMissing(
             f"Teacher weights for {entry.name!r} are not installed. Put a timm state dict at "

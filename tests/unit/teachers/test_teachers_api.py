@@ -178,6 +178,8 @@ def test_resolve_teacher_names_the_file_to_fill(
         ]
         with pytest.raises(UnknownTeacher):
             resolve_teacher(session, team_id, "derm-teacher")
+        unweighted = resolve_teacher(session, team_id, "convnext_tiny", require_weights=False)
+        assert (unweighted.source, unweighted.weights_path) == ("zoo", None)
 
     weights_dir.mkdir(parents=True, exist_ok=True)
     (weights_dir / "convnext_tiny.safetensors").write_bytes(b"x")
