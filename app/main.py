@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.core.errors import ServiceError
 from app.core.health import router as health_router
 from app.datasets.router import router as datasets_router
+from app.jobs.router import router as jobs_router
 from app.students.router import router as students_router
 from app.teachers.router import router as teachers_router
 from app.teams.router import router as teams_router
@@ -87,6 +88,7 @@ def create_app() -> FastAPI:
     app.include_router(datasets_router, prefix="/v1")
     app.include_router(teachers_router, prefix="/v1")
     app.include_router(students_router, prefix="/v1")
+    app.include_router(jobs_router, prefix="/v1")
     return app
 
 

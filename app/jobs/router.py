@@ -1,0 +1,118 @@
+"""Distillation jobs over HTTP: submit, watch, cancel, retry."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi.responses import StreamingResponse
+
+from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep
+from app.core.pagination import Page
+from app.jobs import service
+from app.jobs.models import JobStatus
+from app.jobs.schemas import JobCreate, JobEventOut, JobMetricsOut, JobOut
+from app.jobs.stream import job_stream
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        min_length=1,
+        max_length=200,
+        description="Repeat a request safely: the same key returns the same job (200).",
+    ),
+]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def submit_job(
+    body: JobCreate,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+) -> JobOut:
+    """Queue a distillation job (201); a repeated ``Idempotency-Key`` returns the first (200)."""
+    job, created = service.create_job(
+        session, principal, body, idempotency_key=idempotency_key, settings=settings
+    )
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return JobOut.model_validate(job)
+
+
+@router.get("")
+def list_jobs(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    status: JobStatus | None = None,
+    dataset_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[JobOut]:
+    return service.list_jobs(
+        session, principal, status=status, dataset_id=dataset_id, limit=limit, offset=offset
+    )
+
+
+@router.get("/{job_id}")
+def read_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> JobOut:
+    return JobOut.model_validate(service.get_job(session, principal, job_id))
+
+
+@router.get("/{job_id}/events")
+def list_job_events(
+    job_id: str,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    after_id: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[JobEventOut]:
+    return service.list_events(
+        session, principal, job_id, after_id=after_id, limit=limit, offset=offset
+    )
+
+
+@router.get("/{job_id}/stream", response_class=StreamingResponse)
+def stream_job(
+    job_id: str,
+    request: Request,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+) -> StreamingResponse:
+    """Server-Sent Events: ``job_event`` (id = event id), ``progress`` and a final ``end``."""
+    service.get_job(session, principal, job_id)
+    return StreamingResponse(
+        job_stream(
+            job_id,
+            principal.team_id,
+            after_id=last_event_id or 0,
+            is_disconnected=request.is_disconnected,
+        ),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/{job_id}/metrics")
+def read_job_metrics(
+    job_id: str, principal: CurrentPrincipal, session: SessionDep
+) -> JobMetricsOut:
+    return service.job_metrics(session, principal, job_id)
+
+
+@router.post("/{job_id}/cancel")
+def cancel_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> JobOut:
+    """Queued: cancelled now. Running: stops at its next training step (``cancel_requested``)."""
+    return JobOut.model_validate(service.cancel_job(session, principal, job_id))
+
+
+@router.post("/{job_id}/retry", status_code=status.HTTP_201_CREATED)
+def retry_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> JobOut:
+    """A new job repeating a failed or cancelled one, resuming from its last checkpoint."""
+    return JobOut.model_validate(service.retry_job(session, principal, job_id))

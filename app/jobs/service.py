@@ -1,0 +1,328 @@
+"""The rules for jobs as users drive them: submit, list, read, cancel, retry, curves.
+
+Every function takes the caller's ``Principal``; reads are scoped to the team, writes need a
+member or admin key. Rows are committed before any Celery message is sent (``dispatch``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.core.config import Settings
+from app.core.db import new_id
+from app.core.errors import Conflict, IllegalTransition, InvalidInput
+from app.core.pagination import Page
+from app.core.tenancy import get_owned, scoped
+from app.datasets.models import Dataset, DatasetStatus
+from app.jobs.dispatch import enqueue_job
+from app.jobs.models import Job, JobEvent, JobStatus
+from app.jobs.schemas import EpochPoint, JobCreate, JobEventOut, JobMetricsOut, JobOut
+from app.jobs.state import EventKind, add_event, check_transition, forget_cached_job, transition
+from app.teachers.catalog import expected_weight_paths, find_zoo_weights
+from app.teachers.service import resolve_teacher
+from app.teams.models import Role
+from app.teams.service import Principal
+
+
+class DatasetNotReady(InvalidInput):
+    code = "dataset_not_ready"
+
+
+class IdempotencyKeyReused(Conflict):
+    code = "idempotency_key_reused"
+
+
+class StudentWeightsMissing(InvalidInput):
+    code = "student_weights_missing"
+
+
+# Plain supervised baselines: the teacher is named (its feature size shapes the student's
+# projection head) but never loaded, so its weights need not be installed.
+TEACHERLESS_METHODS = frozenset({"ce", "bsm"})
+
+
+def _check_models(session: Session, team_id: str, body: JobCreate, settings: Settings) -> None:
+    """Refuse at submit, not hours later, a teacher or student whose weights are not installed.
+
+    ``allow_random_weights`` (test only) skips the weights checks, never the name checks.
+    """
+    random_ok = body.params.allow_random_weights
+    resolve_teacher(
+        session,
+        team_id,
+        body.teacher,
+        require_weights=not (random_ok or body.method in TEACHERLESS_METHODS),
+        settings=settings,
+    )
+    assert settings.weights_dir is not None  # Settings fills it from the data dir
+    if random_ok or find_zoo_weights(body.student, settings.weights_dir) is not None:
+        return
+    expected = expected_weight_paths(body.student, settings.weights_dir)
+    raise StudentWeightsMissing(
+        f"ImageNet weights for the student {body.student!r} are not installed. Put a timm state "
+        f"dict at {expected[0]} (or {', '.join(str(p) for p in expected[1:])}), e.g. with "
+        f"`fopro admin weights add {body.student} FILE`, then submit again.",
+        details={"student": body.student, "expected_paths": [str(p) for p in expected]},
+    )
+
+
+def _ready_dataset(session: Session, dataset_id: str, team_id: str) -> Dataset:
+    dataset = get_owned(session, Dataset, dataset_id, team_id, what="dataset")
+    if dataset.status != DatasetStatus.ready.value:
+        raise DatasetNotReady(
+            f"Dataset {dataset_id!r} is {dataset.status}, not ready: wait for its validation to "
+            "finish, or fix the problems it lists and upload it again.",
+            details={"dataset_id": dataset_id, "status": dataset.status},
+        )
+    return dataset
+
+
+def _request_of(job: Job) -> dict[str, Any]:
+    return {
+        "dataset_id": job.dataset_id,
+        "teacher": job.teacher,
+        "student": job.student,
+        "method": job.method,
+        "priority": job.priority,
+        "params": job.params,
+    }
+
+
+def _same_request(job: Job, body: JobCreate) -> Job:
+    """The job an Idempotency-Key already names; a different request under it is a 409."""
+    asked = body.model_dump(mode="json")
+    if _request_of(job) != asked:
+        raise IdempotencyKeyReused(
+            f"This Idempotency-Key already created job {job.id} with a different request; "
+            "use a new key for a new job.",
+            details={"job_id": job.id},
+        )
+    return job
+
+
+def _by_idempotency_key(session: Session, team_id: str, key: str) -> Job | None:
+    return session.scalar(scoped(Job, team_id).where(Job.idempotency_key == key))
+
+
+def create_job(
+    session: Session,
+    principal: Principal,
+    body: JobCreate,
+    *,
+    idempotency_key: str | None,
+    settings: Settings,
+) -> tuple[Job, bool]:
+    """Commit a queued job, then send it; returns ``(job, created)``.
+
+    With ``idempotency_key``, a repeat (even a concurrent one) returns the first job and
+    ``created=False``. Raises 404 for a dataset outside the team, 422 when it is not ready,
+    422 for an unknown teacher or uninstalled weights, 403 for viewer keys and for
+    ``allow_random_weights`` without an admin key.
+    """
+    principal.require_write()
+    if body.params.allow_random_weights:
+        principal.require(Role.admin)
+    if idempotency_key is not None:
+        existing = _by_idempotency_key(session, principal.team_id, idempotency_key)
+        if existing is not None:
+            return _same_request(existing, body), False
+    _ready_dataset(session, body.dataset_id, principal.team_id)
+    _check_models(session, principal.team_id, body, settings)
+    job = Job(
+        id=new_id("job"),
+        team_id=principal.team_id,
+        dataset_id=body.dataset_id,
+        teacher=body.teacher,
+        student=body.student,
+        method=body.method,
+        priority=body.priority.value,
+        params=body.params.model_dump(mode="json"),
+        idempotency_key=idempotency_key,
+        status=JobStatus.queued.value,
+        attempt=1,
+        max_attempts=settings.max_attempts,
+    )
+    session.add(job)
+    add_event(session, job.id, EventKind.state, "Queued.", {"to": JobStatus.queued.value})
+    try:
+        session.commit()
+    except IntegrityError:
+        # A concurrent request with the same key committed first: answer with its job.
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        winner = _by_idempotency_key(session, principal.team_id, idempotency_key)
+        if winner is None:
+            raise
+        return _same_request(winner, body), False
+    enqueue_job(session, job.id, job.priority)
+    return job, True
+
+
+def list_jobs(
+    session: Session,
+    principal: Principal,
+    *,
+    status: JobStatus | None,
+    dataset_id: str | None,
+    limit: int,
+    offset: int,
+) -> Page[JobOut]:
+    """The team's jobs, newest first, optionally filtered by status and dataset."""
+    query = scoped(Job, principal.team_id)
+    if status is not None:
+        query = query.where(Job.status == status.value)
+    if dataset_id is not None:
+        query = query.where(Job.dataset_id == dataset_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(
+        query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
+    )
+    return Page[JobOut](
+        items=[JobOut.model_validate(r) for r in rows], total=total, limit=limit, offset=offset
+    )
+
+
+def get_job(session: Session, principal: Principal, job_id: str) -> Job:
+    """The team's job ``job_id``; 404 for any other id."""
+    return get_owned(session, Job, job_id, principal.team_id, what="job")
+
+
+def list_events(
+    session: Session,
+    principal: Principal,
+    job_id: str,
+    *,
+    after_id: int | None,
+    limit: int,
+    offset: int,
+) -> Page[JobEventOut]:
+    """The job's events in order; ``after_id`` continues after the last event a client saw."""
+    get_job(session, principal, job_id)
+    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    if after_id is not None:
+        query = query.where(JobEvent.id > after_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(JobEvent.id).limit(limit).offset(offset))
+    return Page[JobEventOut](
+        items=[JobEventOut.model_validate(r) for r in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
+    """Cancel a queued job at once, or ask a running one to stop at its next training step.
+
+    A finished job answers 409 (``IllegalTransition``).
+    """
+    principal.require_write()
+    job = get_job(session, principal, job_id)
+    # Two rounds: a queued job may start running between our read and our guarded UPDATE.
+    for _ in range(2):
+        if job.status == JobStatus.queued.value:
+            if transition(
+                session,
+                job_id,
+                source=JobStatus.queued,
+                target=JobStatus.cancelled,
+                message="Cancelled before it started.",
+                values={"cancel_requested": True},
+            ):
+                break
+        elif job.status == JobStatus.running.value:
+            asked = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.status == JobStatus.running.value)
+                .values(cancel_requested=True)
+                .execution_options(synchronize_session=False)
+            )
+            if asked.rowcount == 1:  # type: ignore[attr-defined]
+                add_event(
+                    session,
+                    job_id,
+                    EventKind.info,
+                    "Cancel requested; training stops at its next step.",
+                )
+                session.commit()
+                break
+            session.rollback()
+        else:
+            check_transition(job.status, JobStatus.cancelled)
+        forget_cached_job(session, job_id)
+        job = get_job(session, principal, job_id)
+    forget_cached_job(session, job_id)
+    return get_job(session, principal, job_id)
+
+
+def retry_job(session: Session, principal: Principal, job_id: str) -> Job:
+    """A new queued job ``retry_of`` a failed or cancelled one, resuming from its checkpoint."""
+    principal.require_write()
+    old = get_job(session, principal, job_id)
+    if old.status not in (JobStatus.failed.value, JobStatus.cancelled.value):
+        raise IllegalTransition(
+            f"Only failed or cancelled jobs can be retried; this one is {old.status}.",
+            details={"status": old.status},
+        )
+    if old.params.get("allow_random_weights"):
+        principal.require(Role.admin)
+    _ready_dataset(session, old.dataset_id, principal.team_id)
+    job = Job(
+        team_id=old.team_id,
+        dataset_id=old.dataset_id,
+        teacher=old.teacher,
+        student=old.student,
+        method=old.method,
+        priority=old.priority,
+        params=dict(old.params),
+        retry_of=old.id,
+        status=JobStatus.queued.value,
+        attempt=1,
+        max_attempts=old.max_attempts,
+        checkpoint_key=old.checkpoint_key,
+        checkpoint_epoch=old.checkpoint_epoch,
+    )
+    session.add(job)
+    session.flush()
+    resume = (
+        f"; it resumes from epoch {old.checkpoint_epoch}" if old.checkpoint_key is not None else ""
+    )
+    add_event(
+        session,
+        job.id,
+        EventKind.state,
+        f"Queued as a retry of {old.id}{resume}.",
+        {"to": JobStatus.queued.value, "retry_of": old.id},
+    )
+    add_event(session, old.id, EventKind.info, f"Retried as {job.id}.", {"retry": job.id})
+    session.commit()
+    enqueue_job(session, job.id, job.priority)
+    return job
+
+
+def job_metrics(session: Session, principal: Principal, job_id: str) -> JobMetricsOut:
+    """Per-epoch curves from the epoch events (a resumed epoch counts once: its latest run)."""
+    job = get_job(session, principal, job_id)
+    events = session.scalars(
+        select(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.kind == EventKind.epoch.value)
+        .order_by(JobEvent.id)
+    )
+    by_epoch = {int(e.data["epoch"]): EpochPoint.model_validate(e.data) for e in events}
+    points = [by_epoch[k] for k in sorted(by_epoch)]
+    best = job.metrics.get("best_epoch")
+    if best is None:
+        # The trainer flags an epoch best only when it beats every earlier one.
+        best = next((p.epoch for p in reversed(points) if p.is_best), None)
+    return JobMetricsOut(
+        job_id=job.id,
+        epochs=points,
+        best_epoch=best,
+        evaluated_split=job.metrics.get("evaluated_split"),
+        report=job.metrics.get("report"),
+    )
