@@ -60,8 +60,14 @@ def worker(
     queues: Annotated[str, typer.Option(help="Comma-separated queues: cpu, gpu.")] = "cpu,gpu",
     name: Annotated[str | None, typer.Option(help="Worker node name.")] = None,
     loglevel: str = "info",
+    beat: Annotated[
+        bool, typer.Option(help="Also run Celery beat here (schedules the job reaper).")
+    ] = False,
 ) -> None:
     """Run a Celery worker (solo pool: one process, one task at a time).
+
+    Every worker reaps jobs of dead workers in a background thread, so no beat is needed;
+    ``--beat`` (on exactly one cpu worker) adds a scheduled ``reap_jobs`` task as well.
 
     Run one worker per GPU and pin it with CUDA_VISIBLE_DEVICES, e.g.
     ``CUDA_VISIBLE_DEVICES=1 fopro worker --queues gpu --name gpu1``. CUDA is only initialised
@@ -84,6 +90,11 @@ def worker(
             f"--loglevel={loglevel}",
             "--without-gossip",
             "--without-mingle",
+            *(
+                ["--beat", f"--schedule={get_settings().data_dir / 'celerybeat-schedule'}"]
+                if beat
+                else []
+            ),
         ]
     )
 

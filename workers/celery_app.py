@@ -10,16 +10,30 @@ Select the GPU per worker with ``CUDA_VISIBLE_DEVICES``. The ``cpu`` queue may u
 from __future__ import annotations
 
 from app.core.config import get_settings
-from app.core.queue import Queue, make_celery
+from app.core.queue import Queue, TaskName, make_celery
 
 celery_app = make_celery(get_settings())
 celery_app.conf.update(
     # Each module registers its tasks under the names in app.core.queue.TaskName.
-    include=["workers.ping", "workers.teacher_checks", "workers.ingest"],
+    include=[
+        "workers.ping",
+        "workers.teacher_checks",
+        "workers.ingest",
+        "workers.training",
+        "workers.reaper",
+    ],
     worker_pool="solo",
     worker_concurrency=1,
     worker_send_task_events=True,
     task_send_sent_event=True,
 )
+
+# Only used by `fopro worker --beat`; every worker also reaps in a thread (workers/reaper.py).
+celery_app.conf.beat_schedule = {
+    "reap-jobs": {
+        "task": TaskName.reap_jobs.value,
+        "schedule": float(get_settings().heartbeat_seconds),
+    }
+}
 
 ALL_QUEUES = ",".join(q.value for q in Queue)

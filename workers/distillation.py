@@ -1,0 +1,547 @@
+"""One distillation run, inside the spawned training process that ``workers.training`` supervises.
+
+The run writes only through guarded statements on the lease its supervisor holds: progress,
+epoch events, the checkpoint pointer (after the checkpoint's upload completed) and, at the end,
+the job's outcome. A thread polls the job row twice a second; a cancel request or a lost lease
+sets an event that the trainer's ``should_cancel`` sees before its next step.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from sqlalchemy import select
+
+from app.core.config import Settings, get_settings
+from app.core.db import session_scope
+from app.core.storage import COPY_CHUNK_BYTES, ObjectStore, open_object_store
+from app.core.tenancy import team_object_key
+from app.datasets.models import Dataset, DatasetStatus
+from app.jobs.dispatch import enqueue_job
+from app.jobs.lease import move_checkpoint, note, release_or_fail, write_progress
+from app.jobs.models import Job, JobStatus
+from app.jobs.schemas import JobParams
+from app.jobs.state import EventKind, transition
+from app.students.models import Artifact
+from app.students.service import artifact_key, media_type_for
+from app.teachers.service import resolve_teacher
+from foprokd.cli import evaluate_images
+from foprokd.errors import TrainingCancelled
+from foprokd.export import export_student
+from foprokd.model_card import build_model_card, write_model_card
+from foprokd.student import Student, build_student
+from foprokd.trainer import (
+    TEACHER_METHODS,
+    EpochSummary,
+    Progress,
+    TrainCallbacks,
+    TrainConfig,
+    seed_everything,
+    train,
+)
+from foprokd.zoo import (
+    TEACHERS,
+    FrozenTeacher,
+    ModelSpec,
+    load_teacher,
+    resolve_spec,
+    resolve_weights,
+)
+from workers.dataset_cache import load_dataset
+from workers.failures import DatasetUnusable, describe_failure
+
+log = logging.getLogger("fopro.training")
+
+PROGRESS_INTERVAL_S = 1.0  # at most one progress UPDATE per second
+POLL_INTERVAL_S = 0.5  # how often the job row is read for cancel / lease loss
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make sure this process never outlives the supervisor that started it.
+
+    Linux delivers SIGKILL to us when the parent dies (``PR_SET_PDEATHSIG``); a watchdog thread
+    covers a parent that died before the call and systems without prctl.
+    """
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
+def run_in_child(job_id: str, owner: str, run_dir: str, parent_pid: int) -> None:
+    """Entry point of the spawned training process: run job ``job_id`` held by ``owner`` in the
+    scratch folder ``run_dir`` (the supervisor removes it)."""
+    die_with_parent(parent_pid)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = get_settings()
+    run = DistillationRun(job_id, owner, settings, open_object_store(settings))
+    run.execute(Path(run_dir))
+
+
+class JobWatch:
+    """Polls the job row: ``stop`` is set when a cancel is requested or the lease is gone."""
+
+    def __init__(self, job_id: str, owner: str) -> None:
+        self.job_id = job_id
+        self.owner = owner
+        self.stop = threading.Event()
+        self.lease_lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="job-watch", daemon=True)
+
+    def __enter__(self) -> JobWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._done.wait(POLL_INTERVAL_S):
+            try:
+                with session_scope() as session:
+                    row = session.execute(
+                        select(Job.status, Job.lease_owner, Job.cancel_requested).where(
+                            Job.id == self.job_id
+                        )
+                    ).one_or_none()
+            except Exception:  # a DB hiccup: the supervisor's heartbeat decides about the lease
+                log.warning("job %s: could not read the job row", self.job_id, exc_info=True)
+                continue
+            if (
+                row is None
+                or row.status != JobStatus.running.value
+                or (row.lease_owner != self.owner)
+            ):
+                self.lease_lost.set()
+                self.stop.set()
+            elif row.cancel_requested:
+                self.stop.set()
+
+
+class JobCallbacks(TrainCallbacks):
+    """The trainer's hooks: progress into the job row, epoch events, checkpoint uploads."""
+
+    def __init__(self, run: DistillationRun, watch: JobWatch) -> None:
+        self.run = run
+        self.watch = watch
+        self.latest_val: dict[str, Any] = {}
+
+    def should_cancel(self) -> bool:
+        return self.watch.stop.is_set()
+
+    def on_progress(self, progress: Progress) -> None:
+        self.run.report(
+            "training",
+            {
+                "epoch": progress.epoch,
+                "epochs": progress.epochs,
+                "step": progress.step,
+                "steps_per_epoch": progress.steps_per_epoch,
+                "global_step": progress.global_step,
+                "total_steps": progress.total_steps,
+                "percent": round(100.0 * progress.global_step / progress.total_steps, 2),
+                "images_per_s": round(progress.images_per_s, 2),
+                "eta_s": round(progress.eta_s, 1),
+                "losses": {k: round(v, 6) for k, v in progress.losses.items()},
+                "val": self.latest_val,
+            },
+            throttled=progress.step != 1,
+        )
+
+    def on_epoch_end(self, summary: EpochSummary) -> None:
+        self.latest_val = {
+            "epoch": summary.epoch,
+            "loss": summary.val_loss,
+            "balanced_accuracy": summary.val_balanced_accuracy,
+            "macro_f1": summary.val_macro_f1,
+            "best_epoch": summary.best_epoch,
+            "best_balanced_accuracy": summary.best_balanced_accuracy,
+        }
+        best = " (best so far)" if summary.is_best else ""
+        self.run.event(
+            EventKind.epoch,
+            f"Epoch {summary.epoch}/{summary.epochs}: val balanced accuracy "
+            f"{summary.val_balanced_accuracy:.3f}{best}, val loss {summary.val_loss:.4f}, "
+            f"{summary.seconds:.1f} s.",
+            dataclasses.asdict(summary),
+        )
+
+    def on_checkpoint(self, path: Path, epoch: int) -> None:
+        self.run.store_checkpoint(path, epoch)
+
+
+class DistillationRun:
+    """Everything one attempt of a job does, from downloading its data to its outcome."""
+
+    def __init__(self, job_id: str, owner: str, settings: Settings, store: ObjectStore) -> None:
+        self.job_id = job_id
+        self.owner = owner
+        self.settings = settings
+        self.store = store
+        self.team_id = ""
+        self.phase = "preparing"
+        self.checkpoint_key: str | None = None
+        self._last_report = 0.0
+        self.training_progress: dict[str, Any] = {}
+
+    # --- guarded writes -------------------------------------------------------------------
+
+    def report(
+        self,
+        phase: str,
+        progress: Mapping[str, Any],
+        metrics: Mapping[str, Any] | None = None,
+        *,
+        throttled: bool = False,
+    ) -> None:
+        """Write progress for ``phase``; ``throttled`` skips it within a second of the last one.
+
+        A lost lease makes the guarded write a no-op; the JobWatch notices and stops the run.
+        """
+        if phase == "training":
+            self.training_progress = dict(progress)
+        now = time.monotonic()
+        if throttled and phase == self.phase and now - self._last_report < PROGRESS_INTERVAL_S:
+            return
+        self.phase, self._last_report = phase, now
+        with session_scope() as session:
+            write_progress(
+                session, self.job_id, self.owner, phase=phase, progress=progress, metrics=metrics
+            )
+
+    def event(self, kind: EventKind, message: str, data: Mapping[str, Any] | None = None) -> None:
+        with session_scope() as session:
+            note(session, self.job_id, kind, message, data)
+
+    def store_checkpoint(self, path: Path, epoch: int) -> None:
+        """Upload the epoch's checkpoint, THEN point the job at it, then drop the previous one."""
+        key = team_object_key(
+            self.team_id, "jobs", self.job_id, "checkpoints", f"epoch_{epoch:04d}.pt"
+        )
+        with path.open("rb") as handle:
+            self.store.put(key, handle, size=path.stat().st_size)
+        with session_scope() as session:
+            moved = move_checkpoint(session, self.job_id, self.owner, key=key, epoch=epoch)
+        previous, self.checkpoint_key = self.checkpoint_key, key
+        # Only this job's own older checkpoints go: a retry may start from its parent's.
+        own_prefix = team_object_key(self.team_id, "jobs", self.job_id, "checkpoints", "")
+        if moved and previous and previous != key and previous.startswith(own_prefix):
+            self.store.delete(previous)
+
+    # --- the run --------------------------------------------------------------------------
+
+    def execute(self, run_dir: Path) -> None:
+        """Run the attempt in ``run_dir`` and settle the job: succeeded, failed, cancelled or
+        queued again."""
+        with session_scope() as session:
+            job = session.get_one(Job, self.job_id)
+            dataset = session.get_one(Dataset, job.dataset_id)
+            session.expunge_all()
+        self.team_id = job.team_id
+        self.checkpoint_key = job.checkpoint_key
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with JobWatch(self.job_id, self.owner) as watch:
+            try:
+                self._run(job, dataset, run_dir, watch)
+            except TrainingCancelled as exc:
+                self._cancelled(exc, watch)
+            except Exception as exc:
+                log.exception("job %s failed", self.job_id)
+                self._failed(exc)
+
+    def _run(self, job: Job, dataset: Dataset, run_dir: Path, watch: JobWatch) -> None:
+        params = JobParams.model_validate(job.params)
+        config = TrainConfig.from_dict({**params.train_config(), "method": job.method})
+        if dataset.status != DatasetStatus.ready.value:
+            raise DatasetUnusable(f"it is {dataset.status}, not ready")
+        # Models (and their weights files) first: a missing file must fail before a long decode.
+        seed_everything(config.seed)
+        teacher, student = self._models(
+            job, params, num_classes=len(dataset.classes), run_dir=run_dir
+        )
+
+        def preparing(stage: str, done: int, total: int) -> None:
+            percent = round(100.0 * done / max(total, 1), 1)
+            self.report(
+                "preparing",
+                {"stage": stage, "done": done, "total": total, "percent": percent},
+                throttled=done != total,
+            )
+
+        cache = load_dataset(
+            self.store,
+            dataset_id=dataset.id,
+            manifest_key=dataset.manifest_key,
+            classes=list(dataset.classes),
+            cache_root=self.settings.data_dir / "cache",
+            image_size=config.image_size,
+            on_progress=preparing,
+        )
+        train_set, val_set, test_set = (cache.split(s) for s in ("train", "val", "test"))
+        if len(train_set) < 2 or len(val_set) < 1:
+            raise DatasetUnusable(
+                f"training needs at least 2 train and 1 val images; it has {len(train_set)} "
+                f"train and {len(val_set)} val"
+            )
+        resume_from = self._fetch_checkpoint(job, run_dir)
+
+        callbacks = JobCallbacks(self, watch)
+        result = train(
+            config,
+            train_set,
+            val_set,
+            student,
+            teacher,
+            run_dir=run_dir / "train",
+            callbacks=callbacks,
+            resume_from=resume_from,
+        )
+
+        finished = {**self.training_progress, "percent": 100.0, "eta_s": 0.0}
+        self.report("evaluating", finished)
+        # As the engine's own CLI: report on test, or on val when the dataset has no test split.
+        evaluated_split = "test" if len(test_set) else "val"
+        train_counts = train_set.class_counts()
+        report = evaluate_images(
+            result.student.classifier(),
+            test_set if len(test_set) else val_set,
+            train_counts=train_counts,
+            batch_size=config.eval_batch_size,
+            device=config.device,
+        )
+        metrics: dict[str, Any] = {
+            "evaluated_split": evaluated_split,
+            "report": report,
+            "best_epoch": result.best_epoch,
+            "best_val_balanced_accuracy": result.best_balanced_accuracy,
+            "split_sizes": {"train": len(train_set), "val": len(val_set), "test": len(test_set)},
+        }
+        if not len(test_set):
+            self.event(EventKind.warning, "The dataset has no test split: reported on val.")
+
+        self.report("exporting", finished, metrics=metrics)
+        out_dir = run_dir / "export"
+        classifier = result.student.classifier()
+        exported = export_student(
+            classifier,
+            classes=cache.classes,
+            image_size=config.image_size,
+            mean=classifier.normalise.mean.flatten().tolist(),
+            std=classifier.normalise.std.flatten().tolist(),
+            arch=job.student,
+            out_dir=out_dir,
+            extra_config={
+                "job_id": job.id,
+                "dataset_id": job.dataset_id,
+                "method": job.method,
+                "teacher": job.teacher,
+                "train_counts": train_counts,
+                "best_epoch": result.best_epoch,
+            },
+        )
+        card = build_model_card(
+            report=report,
+            evaluated_split=evaluated_split,
+            history=result.history,
+            dataset={
+                "name": dataset.name,
+                "id": dataset.id,
+                "classes": cache.classes,
+                "class_counts": {
+                    "train": train_counts,
+                    "val": val_set.class_counts(),
+                    "test": test_set.class_counts(),
+                },
+            },
+            hyper_parameters=config.to_dict(),
+            student_name=job.student,
+            teacher_name=job.teacher if teacher is not None else None,
+            student=classifier,
+            teacher=teacher,
+            onnx_path=exported["onnx"],
+        )
+        files = [*exported.values(), *write_model_card(out_dir, card).values()]
+        artifacts = [self._upload_artifact(path) for path in files]
+        with session_scope() as session:
+            session.add_all(artifacts)
+            transition(
+                session,
+                self.job_id,
+                source=JobStatus.running,
+                target=JobStatus.succeeded,
+                lease_owner=self.owner,
+                message=(
+                    f"Succeeded: best epoch {result.best_epoch}; {evaluated_split} balanced "
+                    f"accuracy {report['balanced_accuracy']:.3f}."
+                ),
+                values={"metrics": metrics, "progress": finished},
+                data={"artifacts": [a.name for a in artifacts]},
+            )
+
+    def _upload_artifact(self, path: Path) -> Artifact:
+        """Upload one exported file; the returned row is committed with the job's success."""
+        key = artifact_key(self.team_id, self.job_id, path.name)
+        media_type = media_type_for(path.name)
+        with path.open("rb") as handle:
+            info = self.store.put(key, handle, size=path.stat().st_size, content_type=media_type)
+        return Artifact(
+            team_id=self.team_id,
+            job_id=self.job_id,
+            name=path.name,
+            media_type=media_type,
+            bytes=info.size,
+            sha256=info.sha256 or "",
+            object_key=key,
+        )
+
+    def _models(
+        self, job: Job, params: JobParams, *, num_classes: int, run_dir: Path
+    ) -> tuple[FrozenTeacher | None, Student]:
+        """The frozen teacher (None for methods without one) and the student to train."""
+        weights_dir = self.settings.weights_dir
+        allow_random = params.allow_random_weights
+        teacher_spec, teacher_path = self._teacher_weights(job, allow_random, run_dir)
+        teacher: FrozenTeacher | None = None
+        if job.method in TEACHER_METHODS:
+            if teacher_path is None:
+                self.event(
+                    EventKind.warning,
+                    f"Teacher {job.teacher} uses RANDOM weights (allow_random_weights is a "
+                    "test-only switch): the student learns nothing useful from it.",
+                )
+            teacher = load_teacher(teacher_spec, weights=teacher_path, allow_random=True)
+        student_spec = resolve_spec(job.student, "student")
+        student_path = resolve_weights(
+            student_spec, weights_dir=weights_dir, allow_random=allow_random
+        )
+        if student_path is None:
+            self.event(
+                EventKind.warning,
+                f"Student {job.student} starts from RANDOM weights (allow_random_weights).",
+            )
+        student = build_student(
+            student_spec,
+            num_classes,
+            teacher.feature_dim if teacher is not None else teacher_spec.feature_dim,
+            weights=student_path,
+            allow_random=True,
+        )
+        return teacher, student
+
+    def _teacher_weights(
+        self, job: Job, allow_random: bool, run_dir: Path
+    ) -> tuple[ModelSpec, Path | None]:
+        """The teacher's spec and weights file: a zoo teacher's from the weights dir, a team
+        teacher's uploaded file fetched from the store. None only for test-only random weights
+        or when the method never loads the teacher."""
+        with session_scope() as session:
+            choice = resolve_teacher(
+                session, self.team_id, job.teacher, require_weights=False, settings=self.settings
+            )
+        needed = job.method in TEACHER_METHODS
+        if choice.source == "zoo":
+            spec = TEACHERS[choice.name]
+            if not needed:
+                return spec, None
+            weights_dir = self.settings.weights_dir
+            return spec, resolve_weights(spec, weights_dir=weights_dir, allow_random=allow_random)
+        spec = ModelSpec(
+            name=choice.name,
+            timm_name=choice.arch,
+            feature_dim=choice.feature_dim,
+            input_size=choice.input_size,
+            mean=(choice.mean[0], choice.mean[1], choice.mean[2]),
+            std=(choice.std[0], choice.std[1], choice.std[2]),
+            role="teacher",
+        )
+        if not needed or choice.weights_key is None:
+            return spec, None
+        path = run_dir / f"teacher{PurePosixPath(choice.weights_key).suffix}"
+        self._download(choice.weights_key, path)
+        return spec, path
+
+    def _fetch_checkpoint(self, job: Job, run_dir: Path) -> Path | None:
+        if job.checkpoint_key is None:
+            return None
+        path = run_dir / "resume.pt"
+        self._download(job.checkpoint_key, path)
+        self.event(
+            EventKind.info,
+            f"Resumed from epoch {job.checkpoint_epoch}'s checkpoint.",
+            {"resumed_from_epoch": job.checkpoint_epoch, "checkpoint_key": job.checkpoint_key},
+        )
+        return path
+
+    def _download(self, key: str, path: Path) -> None:
+        with self.store.open(key) as source, path.open("wb") as out:
+            while chunk := source.read(COPY_CHUNK_BYTES):
+                out.write(chunk)
+
+    # --- endings other than success -------------------------------------------------------
+
+    def _cancelled(self, exc: TrainingCancelled, watch: JobWatch) -> None:
+        if watch.lease_lost.is_set():
+            log.warning("job %s: lease lost; stopped without touching the job", self.job_id)
+            return
+        kept = f"; the checkpoint of epoch {self._epoch()} is kept" if self.checkpoint_key else ""
+        with session_scope() as session:
+            transition(
+                session,
+                self.job_id,
+                source=JobStatus.running,
+                target=JobStatus.cancelled,
+                lease_owner=self.owner,
+                message=f"Cancelled at epoch {exc.epoch}, step {exc.step}{kept}.",
+                data={"epoch": exc.epoch, "step": exc.step},
+            )
+
+    def _epoch(self) -> int | None:
+        with session_scope() as session:
+            return session.scalar(select(Job.checkpoint_epoch).where(Job.id == self.job_id))
+
+    def _failed(self, exc: BaseException) -> None:
+        failure = describe_failure(exc)
+        with session_scope() as session:
+            if failure.retryable:
+                outcome = release_or_fail(
+                    session,
+                    self.job_id,
+                    reason=failure.reason,
+                    failure_code=failure.code,
+                    lease_owner=self.owner,
+                )
+                if outcome is JobStatus.queued:
+                    priority = session.scalar(select(Job.priority).where(Job.id == self.job_id))
+                    enqueue_job(session, self.job_id, priority or "normal")
+                return
+            transition(
+                session,
+                self.job_id,
+                source=JobStatus.running,
+                target=JobStatus.failed,
+                lease_owner=self.owner,
+                message=f"Failed while {self.phase}: {failure.reason}",
+                values={"failure_code": failure.code, "failure_reason": failure.reason},
+                data={"code": failure.code, "phase": self.phase},
+            )

@@ -1,0 +1,219 @@
+"""The ``run_job`` task: claim a job, supervise its training in a spawned child, keep the lease.
+
+The worker process (solo pool, no CUDA) claims the job with a guarded UPDATE and starts the
+training in a child made with ``multiprocessing.get_context("spawn")``, so CUDA is initialised
+only in the child and all its GPU memory is freed when it exits. While the child trains, this
+process heart-beats the lease every ``heartbeat_seconds``. It kills the child when
+
+* the job's cancel was requested and the child has not stopped ``CANCEL_GRACE_S`` later,
+* the lease is gone (the reaper gave the job away, or it finished elsewhere), or
+* no heartbeat succeeded for a whole lease period (the database is unreachable: we cannot prove
+  that we still hold the job, and the same job must never train in two places).
+
+The child dies with this process (``PR_SET_PDEATHSIG`` + a watchdog), so ``kill -9`` of the
+worker never leaves a trainer behind; the lease then expires and the reaper requeues the job.
+A child that dies on its own (OOM killer, segfault) leaves the job running under our lease: we
+requeue it, or fail it once its attempts are spent, with a reason naming the signal.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from sqlalchemy import select
+
+from app.core.config import Settings, get_settings
+from app.core.db import session_scope
+from app.core.queue import TaskName
+from app.datasets.models import Dataset, DatasetStatus
+from app.jobs.dispatch import enqueue_job
+from app.jobs.lease import Heartbeat, claim_job, heartbeat, new_lease_owner, release_or_fail
+from app.jobs.models import Job, JobStatus
+from app.jobs.state import TERMINAL, transition
+from workers.celery_app import celery_app
+from workers.failures import describe_exit
+
+log = logging.getLogger("fopro.training")
+
+CANCEL_GRACE_S = 30.0
+# A child that has settled its job only cleans up; if it hangs there, it is killed.
+FINISH_GRACE_S = 30.0
+CHILD_POLL_S = 0.5
+
+
+@celery_app.task(name=TaskName.run_job.value)
+def run_job(job_id: str) -> dict[str, Any]:
+    """Claim and run job ``job_id``; a job this worker cannot claim is left alone."""
+    settings = get_settings()
+    owner = new_lease_owner()
+    lease = timedelta(seconds=settings.lease_seconds)
+    with session_scope() as session:
+        if not _dataset_still_usable(session, job_id):
+            return {"job_id": job_id, "ran": False, "why": "dataset not ready"}
+        if not claim_job(session, job_id, owner, lease=lease):
+            status = session.scalar(select(Job.status).where(Job.id == job_id))
+            log.info("job %s not claimed (it is %s)", job_id, status)
+            return {"job_id": job_id, "ran": False, "why": f"job is {status}"}
+    outcome = Supervisor(job_id, owner, settings).run()
+    return {"job_id": job_id, "ran": True, "owner": owner, **outcome.as_dict()}
+
+
+def _dataset_still_usable(session: Any, job_id: str) -> bool:
+    """Fail a queued job at once (``queued → failed``) when its dataset is no longer ready."""
+    row = session.execute(
+        select(Job.status, Dataset.status.label("dataset_status"))
+        .join(Dataset, Dataset.id == Job.dataset_id)
+        .where(Job.id == job_id)
+    ).one_or_none()
+    if row is None or row.status != JobStatus.queued.value:
+        return True  # nothing to decide here; the claim refuses what it must
+    if row.dataset_status == DatasetStatus.ready.value:
+        return True
+    reason = f"The dataset cannot be used: it is {row.dataset_status}, not ready."
+    transition(
+        session,
+        job_id,
+        source=JobStatus.queued,
+        target=JobStatus.failed,
+        message=f"Failed before it started: {reason}",
+        values={"failure_code": "invalid_dataset", "failure_reason": reason},
+    )
+    return False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How supervision ended: the child's exit code and what the supervisor had to do."""
+
+    exitcode: int | None
+    action: str  # "finished" | "killed_after_cancel" | "killed_lease_lost" | "released"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"exitcode": self.exitcode, "action": self.action}
+
+
+class Supervisor:
+    """Runs one claimed job's training child and holds the lease until it is settled."""
+
+    def __init__(self, job_id: str, owner: str, settings: Settings) -> None:
+        self.job_id = job_id
+        self.owner = owner
+        self.lease = timedelta(seconds=settings.lease_seconds)
+        self.heartbeat_s = float(settings.heartbeat_seconds)
+        # One folder per run (owner-unique): removed here however the child ends.
+        self.run_dir = settings.data_dir / "work" / f"{job_id}-{owner.rsplit(':', 1)[-1]}"
+
+    def start_child(self) -> BaseProcess:
+        from workers.distillation import run_in_child
+
+        context = multiprocessing.get_context("spawn")
+        child = context.Process(
+            target=run_in_child,
+            args=(self.job_id, self.owner, str(self.run_dir), os.getpid()),
+            name=f"fopro-train-{self.job_id}",
+            daemon=True,
+        )
+        child.start()
+        log.info("job %s: training in child pid %s", self.job_id, child.pid)
+        return child
+
+    def run(self) -> Outcome:
+        """Start the child and supervise it until it exits or has to be killed."""
+        try:
+            return self._supervise(self.start_child())
+        finally:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _supervise(self, child: BaseProcess) -> Outcome:
+        last_ok = next_beat = time.monotonic()
+        cancel_seen: float | None = None
+        while True:
+            child.join(CHILD_POLL_S)
+            if not child.is_alive():
+                return Outcome(child.exitcode, self._settle(child.exitcode))
+            now = time.monotonic()
+            if now >= next_beat:
+                next_beat = now + self.heartbeat_s
+                beat = self._beat()
+                if beat is not None:
+                    last_ok = now
+                    if not beat.held and beat.status in TERMINAL:
+                        # The child settled the job and is exiting on its own.
+                        child.join(FINISH_GRACE_S)
+                        self._kill(child)
+                        return Outcome(child.exitcode, "finished")
+                    if not beat.held:
+                        log.warning("job %s: lease lost; stopping its training", self.job_id)
+                        self._kill(child)
+                        return Outcome(child.exitcode, "killed_lease_lost")
+                    if beat.cancel_requested and cancel_seen is None:
+                        cancel_seen = now
+                elif now - last_ok > self.lease.total_seconds():
+                    log.error("job %s: no heartbeat for a whole lease; stopping", self.job_id)
+                    self._kill(child)
+                    return Outcome(child.exitcode, "killed_lease_lost")
+            if cancel_seen is not None and now - cancel_seen > CANCEL_GRACE_S:
+                self._kill(child)
+                self._force_cancel()
+                return Outcome(child.exitcode, "killed_after_cancel")
+
+    def _beat(self) -> Heartbeat | None:
+        try:
+            with session_scope() as session:
+                return heartbeat(session, self.job_id, self.owner, lease=self.lease)
+        except Exception:  # the database may be back next time; give up only after a lease
+            log.warning("job %s: heartbeat failed", self.job_id, exc_info=True)
+            return None
+
+    def _kill(self, child: BaseProcess) -> None:
+        if child.is_alive():
+            child.kill()
+        child.join()
+
+    def _force_cancel(self) -> None:
+        with session_scope() as session:
+            transition(
+                session,
+                self.job_id,
+                source=JobStatus.running,
+                target=JobStatus.cancelled,
+                lease_owner=self.owner,
+                message=(
+                    f"Cancelled; the training process did not stop within {CANCEL_GRACE_S:.0f} s "
+                    "and was killed."
+                ),
+            )
+
+    def _settle(self, exitcode: int | None) -> str:
+        """After the child exited: if it left the job running under our lease, give it back."""
+        with session_scope() as session:
+            still_ours = session.scalar(
+                select(Job.id).where(
+                    Job.id == self.job_id,
+                    Job.status == JobStatus.running.value,
+                    Job.lease_owner == self.owner,
+                )
+            )
+            if still_ours is None:
+                return "finished"
+            reason = describe_exit(exitcode)
+            log.error("job %s: %s", self.job_id, reason)
+            outcome = release_or_fail(
+                session,
+                self.job_id,
+                reason=reason,
+                failure_code="training_process_died",
+                lease_owner=self.owner,
+            )
+            if outcome is JobStatus.queued:
+                priority = session.scalar(select(Job.priority).where(Job.id == self.job_id))
+                enqueue_job(session, self.job_id, priority or "normal")
+            return "released"
