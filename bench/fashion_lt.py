@@ -1,0 +1,418 @@
+"""Accuracy of every method on real data: long-tailed Fashion-MNIST distilled from a coarse teacher.
+
+Protocol (issue 3, point 6):
+- Data: Debian's ``dataset-fashion-mnist`` IDX files, 28×28 grey -> 32×32 RGB uint8 (bilinear).
+  The 60k training images are split once (fixed data seed) into two halves.
+- Teacher: a timm ResNet-18 (width 64-128-256-512), trained here on half A with **coarse** labels
+  only (tops = T-shirt/Pullover/Coat/Shirt, footwear = Sandal/Sneaker/Ankle boot, other =
+  Trouser/Dress/Bag), so it never sees the fine labels. Cached on disk; every seed reuses it.
+- Student: the same ResNet-18 at half width (32-64-128-256, 4× fewer FLOPs), random init, on the
+  10 fine classes of half B: a balanced val set (50 per class) carved out per seed, then a
+  long-tailed train set n_i = floor(n_max · 0.01^(i/9)) (imbalance 100; 1000 ... 10 images).
+- Test: the official balanced 10k test set. Selection on val balanced accuracy (the trainer's
+  best epoch), report on test: balanced accuracy and few-shot accuracy (classes with < 20 train
+  images: Bag and Ankle boot at n_max = 1000).
+
+    python -m bench.fashion_lt --seeds 0 1 2          # full run, prints the BENCHMARKS.md table
+    python -m bench.fashion_lt --quick                # smoke run, about a minute
+
+CPU budget: the defaults (student 16 epochs, teacher 2 epochs) are chosen so that one seed of all
+five methods takes < 45 min on 2 CPU cores; the per-method time is printed so it can be checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gzip
+import hashlib
+import json
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from foprokd.data import LabelledImages
+from foprokd.metrics import classification_report
+from foprokd.student import Student
+from foprokd.trainer import METHODS, TrainConfig, predict, seed_everything, train
+from foprokd.zoo import FrozenTeacher
+
+DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+INSTALL_HINT = "install it with `sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu)"
+FINE_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+COARSE_CLASSES = ["tops", "footwear", "other"]
+COARSE_OF_FINE = (0, 2, 0, 2, 0, 1, 0, 1, 2, 1)  # fine label -> index into COARSE_CLASSES
+# Fashion-MNIST pixel statistics, replicated over the three RGB channels.
+MEAN = (0.2860, 0.2860, 0.2860)
+STD = (0.3530, 0.3530, 0.3530)
+DATA_SEED = 0  # the teacher/student halves never change, so the cached teacher stays valid
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Everything that changes the numbers; recorded in the results JSON."""
+
+    image_size: int = 32
+    n_max: int = 1000  # images of the most frequent fine class
+    imbalance: float = 0.01  # n_min / n_max
+    val_per_class: int = 50
+    epochs: int = 16
+    batch_size: int = 32
+    student_channels: tuple[int, ...] = (32, 64, 128, 256)
+    teacher_channels: tuple[int, ...] = (64, 128, 256, 512)
+    teacher_epochs: int = 2
+    teacher_batch_size: int = 128
+    teacher_lr: float = 1e-3
+    teacher_images: int | None = None  # None = all of half A (30k)
+    test_images: int | None = None  # None = the full 10k test set
+
+
+QUICK = BenchSettings(
+    n_max=40,
+    val_per_class=4,
+    epochs=1,
+    teacher_epochs=1,
+    teacher_images=1024,
+    test_images=500,
+)
+
+
+@dataclass
+class FashionMnist:
+    """The IDX files as arrays: images uint8 (N, 28, 28), labels int64 (N,)."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """A gzip IDX file (ubyte images or labels) as a uint8 array of the shape in its header."""
+    with gzip.open(path, "rb") as handle:
+        raw = handle.read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape).copy()
+
+
+def load_fashion_mnist(data_dir: Path = DATA_DIR) -> FashionMnist:
+    """Read the four IDX files; exits with install instructions when they are absent."""
+    names = {
+        "train_images": "train-images-idx3-ubyte.gz",
+        "train_labels": "train-labels-idx1-ubyte.gz",
+        "test_images": "t10k-images-idx3-ubyte.gz",
+        "test_labels": "t10k-labels-idx1-ubyte.gz",
+    }
+    missing = [name for name in names.values() if not (data_dir / name).is_file()]
+    if missing:
+        sys.exit(
+            f"error: Fashion-MNIST not found in {data_dir} (missing {', '.join(missing)}); "
+            f"{INSTALL_HINT}, or pass --data-dir."
+        )
+    arrays = {key: read_idx(data_dir / name) for key, name in names.items()}
+    return FashionMnist(
+        train_images=arrays["train_images"],
+        train_labels=arrays["train_labels"].astype(np.int64),
+        test_images=arrays["test_images"],
+        test_labels=arrays["test_labels"].astype(np.int64),
+    )
+
+
+def to_rgb(images: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 (N, 28, 28) grey -> uint8 (N, 3, size, size) RGB, bilinear."""
+    grey = torch.from_numpy(np.ascontiguousarray(images)).unsqueeze(1).float()
+    resized = F.interpolate(grey, size=(size, size), mode="bilinear", align_corners=False)
+    return resized.round_().clamp_(0, 255).to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
+
+
+def labelled(
+    images: np.ndarray, labels: np.ndarray, classes: list[str], size: int
+) -> LabelledImages:
+    """Arrays -> the engine's ``LabelledImages`` at ``size``."""
+    return LabelledImages(to_rgb(images, size), torch.from_numpy(labels.astype(np.int64)), classes)
+
+
+def halves(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint index halves of the training set: (teacher half A, student half B)."""
+    order = np.random.default_rng(DATA_SEED).permutation(n)
+    return order[: n // 2], order[n // 2 :]
+
+
+def long_tailed_counts(n_max: int, imbalance: float, num_classes: int) -> list[int]:
+    """n_i = floor(n_max · imbalance^(i / (C − 1))), at least 1."""
+    return [max(1, int(n_max * imbalance ** (i / (num_classes - 1)))) for i in range(num_classes)]
+
+
+def student_split(
+    labels: np.ndarray, pool: np.ndarray, settings: BenchSettings, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(long-tailed train indices, balanced val indices) drawn from ``pool`` for ``seed``."""
+    rng = np.random.default_rng(seed)
+    counts = long_tailed_counts(settings.n_max, settings.imbalance, len(FINE_CLASSES))
+    train_idx, val_idx = [], []
+    for label, count in enumerate(counts):
+        members = rng.permutation(pool[labels[pool] == label])
+        if len(members) < settings.val_per_class + count:
+            raise ValueError(f"class {label} has {len(members)} images, needs more")
+        val_idx.append(members[: settings.val_per_class])
+        train_idx.append(members[settings.val_per_class : settings.val_per_class + count])
+    return np.concatenate(train_idx), np.concatenate(val_idx)
+
+
+def resnet18(channels: Sequence[int]) -> torch.nn.Module:
+    """timm ResNet-18 with the given stage widths, pooled features, random init."""
+    return timm.create_model("resnet18", pretrained=False, num_classes=0, channels=tuple(channels))
+
+
+def teacher_key(settings: BenchSettings) -> str:
+    """Cache key: everything that changes the teacher's weights."""
+    fields = (
+        "image_size",
+        "teacher_channels",
+        "teacher_epochs",
+        "teacher_batch_size",
+        "teacher_lr",
+        "teacher_images",
+    )
+    spec = {name: getattr(settings, name) for name in fields} | {"data_seed": DATA_SEED, "v": 1}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def coarse_teacher(
+    data: FashionMnist, settings: BenchSettings, cache_dir: Path, device: str
+) -> tuple[FrozenTeacher, dict[str, Any]]:
+    """The frozen coarse-label teacher, trained on half A once and then loaded from the cache."""
+    key = teacher_key(settings)
+    weights, record_path = (
+        cache_dir / f"teacher-{key}.safetensors",
+        cache_dir / f"teacher-{key}.json",
+    )
+    backbone = resnet18(settings.teacher_channels)
+    if weights.is_file() and record_path.is_file():
+        backbone.load_state_dict(load_file(str(weights)))
+        return FrozenTeacher(backbone, MEAN, STD), json.loads(record_path.read_text())
+
+    half_a, _ = halves(len(data.train_labels))
+    if settings.teacher_images is not None:
+        half_a = half_a[: settings.teacher_images]
+    coarse = np.asarray(COARSE_OF_FINE)[data.train_labels]
+    n_val = max(len(half_a) // 30, 30)  # ~1000 images to pick the teacher's best epoch
+    val_idx, train_idx = half_a[:n_val], half_a[n_val:]
+    train_set = labelled(
+        data.train_images[train_idx], coarse[train_idx], COARSE_CLASSES, settings.image_size
+    )
+    val_set = labelled(
+        data.train_images[val_idx], coarse[val_idx], COARSE_CLASSES, settings.image_size
+    )
+    seed_everything(DATA_SEED)
+    # Cross-entropy through the engine's own trainer: a Student's fc is the coarse classifier.
+    model = Student(backbone, len(COARSE_CLASSES), 64, MEAN, STD)
+    config = TrainConfig(
+        method="ce",
+        epochs=settings.teacher_epochs,
+        batch_size=settings.teacher_batch_size,
+        image_size=settings.image_size,
+        lr=settings.teacher_lr,
+        seed=DATA_SEED,
+        device=device,
+    )
+    start = time.perf_counter()
+    run_dir = cache_dir / f"teacher-{key}"
+    result = train(config, train_set, val_set, model, None, run_dir=run_dir)
+    shutil.rmtree(run_dir)  # the training checkpoint is not needed once the weights are saved
+    record = {
+        "key": key,
+        "train_images": len(train_set),
+        "coarse_val_balanced_accuracy": result.best_balanced_accuracy,
+        "best_epoch": result.best_epoch,
+        "seconds": time.perf_counter() - start,
+    }
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = weights.with_name(f".{weights.name}.tmp")
+    save_file({k: v.contiguous() for k, v in backbone.state_dict().items()}, str(tmp))
+    tmp.replace(weights)
+    record_path.write_text(json.dumps(record, indent=2))
+    return FrozenTeacher(backbone, MEAN, STD), record
+
+
+def run_method(
+    method: str,
+    seed: int,
+    sets: dict[str, LabelledImages],
+    teacher: FrozenTeacher,
+    settings: BenchSettings,
+    run_dir: Path,
+    device: str,
+) -> dict[str, Any]:
+    """Train one method for one seed; test metrics + wall time."""
+    seed_everything(seed)
+    student = Student(
+        resnet18(settings.student_channels), len(FINE_CLASSES), teacher.feature_dim, MEAN, STD
+    )
+    config = TrainConfig(
+        method=method,
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        image_size=settings.image_size,
+        seed=seed,
+        device=device,
+    )
+    start = time.perf_counter()
+    result = train(config, sets["train"], sets["val"], student, teacher, run_dir=run_dir)
+    probs = predict(result.student, sets["test"], batch_size=256, device=device)
+    seconds = time.perf_counter() - start
+    report = classification_report(
+        sets["test"].labels.numpy(),
+        probs.argmax(axis=1),
+        FINE_CLASSES,
+        train_counts=sets["train"].class_counts(),
+    )
+    groups = report["shot_groups"]
+    return {
+        "method": method,
+        "seed": seed,
+        "test_balanced_accuracy": report["balanced_accuracy"],
+        "few_shot_accuracy": groups["few"]["accuracy"],
+        "medium_shot_accuracy": groups["medium"]["accuracy"],
+        "many_shot_accuracy": groups["many"]["accuracy"],
+        "few_shot_classes": groups["few"]["classes"],
+        "best_epoch": result.best_epoch,
+        "val_balanced_accuracy": result.best_balanced_accuracy,
+        "seconds": seconds,
+    }
+
+
+def mean_std(values: Sequence[float | None]) -> str:
+    """'mean ± std' in percent over seeds (std 0 for one seed; '–' when undefined)."""
+    present = [v for v in values if v is not None]
+    if not present:
+        return "–"
+    spread = statistics.stdev(present) if len(present) > 1 else 0.0
+    return f"{100 * statistics.fmean(present):.2f} ± {100 * spread:.2f}"
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> str:
+    """One line per method, aggregated over seeds."""
+    lines = [
+        "| method | test balanced acc. (%) | few-shot acc. (%) | min / seed |",
+        "|---|---|---|---|",
+    ]
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        minutes = statistics.fmean(r["seconds"] for r in mine) / 60
+        lines.append(
+            f"| {method} | {mean_std([r['test_balanced_accuracy'] for r in mine])} "
+            f"| {mean_std([r['few_shot_accuracy'] for r in mine])} | {minutes:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--quick", action="store_true", help="tiny smoke-test settings")
+    parser.add_argument("--epochs", type=int, help="override the student epochs")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--cache-dir", type=Path, default=Path("bench/.cache/fashion_lt"))
+    parser.add_argument("--out", type=Path, default=Path("bench/results/fashion_lt.json"))
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    settings = QUICK if args.quick else BenchSettings()
+    if args.epochs is not None:
+        settings = dataclasses.replace(settings, epochs=args.epochs)
+    data = load_fashion_mnist(args.data_dir)
+    teacher, teacher_record = coarse_teacher(data, settings, args.cache_dir, args.device)
+    print(
+        f"teacher (coarse labels only): val balanced accuracy "
+        f"{teacher_record['coarse_val_balanced_accuracy']:.4f}, "
+        f"trained in {teacher_record['seconds']:.0f} s (cached as {teacher_record['key']})"
+    )
+
+    test_images, test_labels = data.test_images, data.test_labels
+    if settings.test_images is not None:
+        test_images, test_labels = (
+            test_images[: settings.test_images],
+            test_labels[: settings.test_images],
+        )
+    test = labelled(test_images, test_labels, FINE_CLASSES, settings.image_size)
+    _, half_b = halves(len(data.train_labels))
+    rows = []
+    for seed in args.seeds:
+        train_idx, val_idx = student_split(data.train_labels, half_b, settings, seed)
+        sets = {
+            "train": labelled(
+                data.train_images[train_idx],
+                data.train_labels[train_idx],
+                FINE_CLASSES,
+                settings.image_size,
+            ),
+            "val": labelled(
+                data.train_images[val_idx],
+                data.train_labels[val_idx],
+                FINE_CLASSES,
+                settings.image_size,
+            ),
+            "test": test,
+        }
+        print(f"seed {seed}: train counts {sets['train'].class_counts()}")
+        for method in args.methods:
+            run_dir = args.cache_dir / "runs" / f"seed{seed}" / method
+            row = run_method(method, seed, sets, teacher, settings, run_dir, args.device)
+            rows.append(row)
+            print(
+                f"  {method:10s} balanced acc {row['test_balanced_accuracy']:.4f}  "
+                f"few-shot {row['few_shot_accuracy'] or 0:.4f}  "
+                f"best epoch {row['best_epoch']:3d}  {row['seconds'] / 60:.1f} min",
+                flush=True,
+            )
+
+    table = markdown_table(rows, args.methods)
+    print(f"\nFashion-MNIST-LT (imbalance {1 / settings.imbalance:.0f}), seeds {args.seeds}\n")
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "settings": dataclasses.asdict(settings),
+                "seeds": args.seeds,
+                "teacher": teacher_record,
+                "torch_threads": torch.get_num_threads(),
+                "runs": rows,
+                "table": table,
+            },
+            indent=2,
+        )
+    )
+    print(f"\nresults: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
