@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from foprokd.checkpoint import load_checkpoint
@@ -291,7 +292,7 @@ def run_training(request: TrainRequest) -> dict[str, Any]:
 
 
 def evaluate_images(
-    classifier: Any,
+    classifier: nn.Module,
     images: LabelledImages,
     *,
     train_counts: Sequence[int] | None,
