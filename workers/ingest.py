@@ -3,9 +3,11 @@
 Runs on the cpu queue without torch. The archive streams from the object store through
 ``app.datasets.validation``; valid images are stored content-addressed under
 ``teams/<team>/datasets/<id>/images/``; the manifest goes to ``.../manifest.csv``. An invalid
-dataset keeps no image objects. The archive itself is deleted once the outcome is recorded (the
-images and manifest are the dataset from then on). Re-running the task for the same dataset starts
-from scratch, so a retry after a store or database outage is safe.
+dataset keeps no image objects. The archive itself is deleted once validation ends (the images and
+manifest are the dataset from then on), before the outcome is committed, so a ready or invalid row
+always describes the final store. Re-running the task for the same dataset starts
+from scratch, so a retry after a store or database outage is safe (if the outage hit between
+deleting the archive and committing, the retry reports the archive as gone).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
 from app.core.queue import TaskName
-from app.core.storage import ObjectStore, StoreUnavailable, open_object_store
+from app.core.storage import ObjectNotFound, ObjectStore, StoreUnavailable, open_object_store
 from app.core.tenancy import team_object_key
 from app.datasets.archive import ArchiveError, UnknownArchiveFormat, open_archive
 from app.datasets.images import CheckedImage
@@ -110,11 +112,11 @@ def ingest_dataset(dataset_id: str, *, settings: Settings | None = None) -> str:
         manifest_key = _store_manifest(target, store, result, settings)
     else:
         store.delete_prefix(images_prefix)
+    # The store is final before the row says so: whoever sees ready/invalid sees these objects.
+    store.delete(target.archive_key)
     final = _record(target, result, manifest_key)
     if final == "deleted":
         store.delete_prefix(team_object_key(target.team_id, "datasets", target.id) + "/")
-        return final
-    store.delete(target.archive_key)
     return final
 
 
@@ -161,6 +163,14 @@ def _validate(target: _Target, store: ObjectStore, settings: Settings) -> Ingest
                 archive_bytes=target.archive_bytes,
                 progress=progress,
             )
+    except ObjectNotFound:
+        problems = ProblemLog()
+        problems.error(
+            target.archive_name,
+            ProblemCode.internal_error,
+            "the uploaded archive is no longer in the object store; upload it again",
+        )
+        return IngestResult(problems, [], [], {}, None, None, 0)
     except ArchiveError as exc:
         problems = ProblemLog()
         code = (

@@ -57,7 +57,9 @@ class UploadRequest(IngestOptions):
         return value
 
     def ingest_options(self) -> IngestOptions:
-        return IngestOptions.model_validate(self.model_dump(exclude={"name", "filename"}))
+        return IngestOptions.model_validate(
+            self.model_dump(include=set(IngestOptions.model_fields))
+        )
 
 
 class DirectUploadRequest(UploadRequest):
