@@ -32,8 +32,7 @@ from app.jobs.lease import move_checkpoint, note, release_or_fail, write_progres
 from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import JobParams
 from app.jobs.state import EventKind, transition
-from app.students.models import Artifact
-from app.students.service import artifact_key, media_type_for
+from app.students.service import upload_artifact
 from app.teachers.service import resolve_teacher
 from foprokd.cli import evaluate_images
 from foprokd.errors import TrainingCancelled
@@ -382,7 +381,10 @@ class DistillationRun:
             onnx_path=exported["onnx"],
         )
         files = [*exported.values(), *write_model_card(out_dir, card).values()]
-        artifacts = [self._upload_artifact(path) for path in files]
+        artifacts = [
+            upload_artifact(self.store, team_id=self.team_id, job_id=self.job_id, path=path)
+            for path in files
+        ]
         with session_scope() as session:
             session.add_all(artifacts)
             transition(
@@ -398,22 +400,6 @@ class DistillationRun:
                 values={"metrics": metrics, "progress": finished},
                 data={"artifacts": [a.name for a in artifacts]},
             )
-
-    def _upload_artifact(self, path: Path) -> Artifact:
-        """Upload one exported file; the returned row is committed with the job's success."""
-        key = artifact_key(self.team_id, self.job_id, path.name)
-        media_type = media_type_for(path.name)
-        with path.open("rb") as handle:
-            info = self.store.put(key, handle, size=path.stat().st_size, content_type=media_type)
-        return Artifact(
-            team_id=self.team_id,
-            job_id=self.job_id,
-            name=path.name,
-            media_type=media_type,
-            bytes=info.size,
-            sha256=info.sha256 or "",
-            object_key=key,
-        )
 
     def _models(
         self, job: Job, params: JobParams, *, num_classes: int, run_dir: Path

@@ -32,28 +32,22 @@ def artifact_key(team_id: str, job_id: str, name: str) -> str:
     return team_object_key(team_id, "jobs", job_id, "artifacts", name)
 
 
-def record_artifact(session: Session, store: ObjectStore, job: Job, path: Path) -> Artifact:
-    """Upload ``path`` as the job's artifact named ``path.name`` and stage its row (not committed).
-
-    A retried job overwrites the same key and updates the same row, so artifacts never duplicate.
-    """
-    name = path.name
-    key = artifact_key(job.team_id, job.id, name)
-    media_type = media_type_for(name)
+def upload_artifact(store: ObjectStore, *, team_id: str, job_id: str, path: Path) -> Artifact:
+    """Upload ``path`` as the job's artifact named ``path.name``; return its row, not yet in any
+    session, so the caller commits it together with the job's success."""
+    key = artifact_key(team_id, job_id, path.name)
+    media_type = media_type_for(path.name)
     with path.open("rb") as stream:
         info = store.put(key, stream, size=path.stat().st_size, content_type=media_type)
-    artifact = session.scalar(
-        select(Artifact).where(Artifact.job_id == job.id, Artifact.name == name)
+    return Artifact(
+        team_id=team_id,
+        job_id=job_id,
+        name=path.name,
+        media_type=media_type,
+        bytes=info.size,
+        sha256=info.sha256 or "",
+        object_key=key,
     )
-    if artifact is None:
-        artifact = Artifact(team_id=job.team_id, job_id=job.id, name=name)
-        session.add(artifact)
-    artifact.media_type = media_type
-    artifact.bytes = info.size
-    artifact.sha256 = info.sha256 or ""
-    artifact.object_key = key
-    session.flush()
-    return artifact
 
 
 def list_artifacts(session: Session, team_id: str, job_id: str) -> list[Artifact]:

@@ -1,4 +1,4 @@
-"""A succeeded job whose artifacts were recorded the way the worker records them.
+"""A succeeded job whose artifacts were uploaded the way the worker uploads them.
 
 The student is a tiny random-weight timm model exported once per session by the engine's real
 ``export_student`` (safetensors, config.json, TorchScript, ONNX with parity checked).
@@ -21,7 +21,7 @@ from app.core.storage import open_object_store
 from app.datasets.models import Dataset, DatasetStatus
 from app.jobs.models import Job, JobStatus
 from app.students.predict import runtime_cache
-from app.students.service import record_artifact
+from app.students.service import upload_artifact
 from app.teams.models import Role
 from app.teams.service import create_api_key, create_team
 from foprokd.export import export_student
@@ -92,7 +92,7 @@ def make_team_key(name: str, role: Role = Role.member) -> tuple[str, dict[str, s
 
 
 def add_job(team_id: str, status: JobStatus, files: dict[str, Path]) -> str:
-    """A job row of ``status`` on a ready dataset, with ``files`` recorded as its artifacts."""
+    """A job row of ``status`` on a ready dataset, with ``files`` uploaded as its artifacts."""
     store = open_object_store(get_settings())
     with session_scope() as session:
         dataset = Dataset(
@@ -114,7 +114,7 @@ def add_job(team_id: str, status: JobStatus, files: dict[str, Path]) -> str:
         session.add(job)
         session.flush()
         for path in files.values():
-            record_artifact(session, store, job, path)
+            session.add(upload_artifact(store, team_id=team_id, job_id=job.id, path=path))
         return job.id
 
 

@@ -3,16 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.config import get_settings
-from app.core.db import session_scope
-from app.core.storage import open_object_store
-from app.jobs.models import Job, JobStatus
-from app.students.service import record_artifact
+from app.jobs.models import JobStatus
 from tests.unit.students.conftest import FinishedJob, add_job, make_team_key
 
 EXPECTED_TYPES = {
@@ -154,19 +149,3 @@ def test_running_job_has_no_artifacts_yet(client: TestClient) -> None:
     missing = client.get(f"/v1/jobs/{job_id}/artifacts/student.onnx", headers=headers)
     assert missing.status_code == 404
     assert "the job is running" in missing.json()["error"]["message"]
-
-
-def test_recording_again_replaces_instead_of_duplicating(
-    client: TestClient, finished_job: FinishedJob, tmp_path: Path
-) -> None:
-    newer = tmp_path / "config.json"
-    newer.write_text('{"format": "foprokd-student", "rewritten": true}')
-    store = open_object_store(get_settings())
-    with session_scope() as session:
-        job = session.get(Job, finished_job.job_id)
-        assert job is not None
-        record_artifact(session, store, job, newer)
-    rows = client.get(url(finished_job), headers=finished_job.headers).json()
-    assert [r["name"] for r in rows].count("config.json") == 1
-    downloaded = client.get(url(finished_job, "config.json"), headers=finished_job.headers)
-    assert downloaded.content == newer.read_bytes()
