@@ -29,6 +29,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
@@ -66,7 +67,7 @@ def run_job(job_id: str) -> dict[str, Any]:
     return {"job_id": job_id, "ran": True, "owner": owner, **outcome.as_dict()}
 
 
-def _dataset_still_usable(session: Any, job_id: str) -> bool:
+def _dataset_still_usable(session: Session, job_id: str) -> bool:
     """Fail a queued job at once (``queued → failed``) when its dataset is no longer ready."""
     row = session.execute(
         select(Job.status, Dataset.status.label("dataset_status"))
