@@ -8,7 +8,9 @@ is sent.
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -46,6 +48,8 @@ from app.datasets.schemas import (
 )
 from app.jobs.models import Job, JobStatus
 
+log = logging.getLogger("fopro.datasets")
+
 # Presigned part URLs must outlive a multi-GB upload on a hospital uplink.
 DIRECT_UPLOAD_TTL = timedelta(hours=24)
 MIN_PART_BYTES = 8 * 1024 * 1024
@@ -70,6 +74,10 @@ class UploadTooLarge(PayloadTooLarge):
     code = "upload_too_large"
 
 
+class UploadIncomplete(ServiceError):
+    code = "upload_incomplete"
+
+
 class UnsupportedArchive(ServiceError):
     status_code = 415
     code = "unsupported_archive"
@@ -88,11 +96,10 @@ def upload_too_large(limit: int) -> UploadTooLarge:
     )
 
 
-def parse_upload_fields(fields: dict[str, str], model: type[UploadRequest] = UploadRequest) -> Any:
-    """Validate upload fields (query parameters or form fields) into ``model``; 422 naming each
-    bad field."""
+def parse_upload_fields(fields: dict[str, str]) -> UploadRequest:
+    """Validate upload fields (query parameters or form fields); 422 naming each bad field."""
     try:
-        return model.model_validate(fields)
+        return UploadRequest.model_validate(fields)
     except ValidationError as exc:
         problems = [
             {"field": ".".join(str(p) for p in err["loc"]) or "body", "problem": err["msg"]}
@@ -184,7 +191,7 @@ def register_upload(
         warnings=duplicate_upload_warnings(session, team_id, stored.sha256, dataset_id, entry),
         stats={},
     )
-    _insert_or_cleanup(session, store, dataset, lambda: _delete_quietly(store, stored.key))
+    _insert_or_cleanup(session, dataset, lambda: _delete_quietly(store, stored.key))
     send(TaskName.validate_dataset, dataset.id)
     return dataset
 
@@ -196,9 +203,9 @@ def _options(request: UploadRequest) -> dict[str, Any]:
     }
 
 
-def _insert_or_cleanup(
-    session: Session, store: ObjectStore, dataset: Dataset, cleanup: Any
-) -> None:
+def _insert_or_cleanup(session: Session, dataset: Dataset, cleanup: Callable[[], None]) -> None:
+    """Commit the new row; if the name was taken meanwhile, run ``cleanup`` (drop what was
+    uploaded) and answer 409."""
     session.add(dataset)
     try:
         session.commit()
@@ -262,9 +269,7 @@ def begin_direct_upload(
         options=options,
         stats={},
     )
-    _insert_or_cleanup(
-        session, store, dataset, lambda: store.abort_multipart_upload(key, upload_id)
-    )
+    _insert_or_cleanup(session, dataset, lambda: store.abort_multipart_upload(key, upload_id))
     return DirectUploadOut(
         dataset_id=dataset_id,
         part_size=part_size,
@@ -385,5 +390,5 @@ def _delete_quietly(store: ObjectStore, key: str) -> None:
     try:
         store.delete(key)
     except StoreUnavailable:
-        # The write failed already; the orphan sits under the dataset prefix for the operator.
-        return
+        # The request fails anyway; the orphan stays under the dataset's prefix, logged.
+        log.warning("could not delete %s after a failed upload", key, exc_info=True)

@@ -3,6 +3,7 @@ imbalance ratio, many/medium/few-shot class groups and the distribution of image
 
 from __future__ import annotations
 
+import bisect
 import statistics
 from collections.abc import Sequence
 from typing import Any
@@ -37,10 +38,14 @@ def size_histogram(sizes: Sequence[tuple[int, int]]) -> dict[str, Any]:
 
     ``sizes``: (width, height) in pixels per image.
     """
-    bins = []
-    for low, high in zip(SIZE_BIN_EDGES, (*SIZE_BIN_EDGES[1:], None), strict=True):
-        count = sum(1 for w, h in sizes if max(w, h) >= low and (high is None or max(w, h) < high))
-        bins.append({"min": low, "max": high, "count": count})
+    counts = [0] * len(SIZE_BIN_EDGES)
+    for width, height in sizes:
+        counts[bisect.bisect_right(SIZE_BIN_EDGES, max(width, height)) - 1] += 1
+    uppers = (*SIZE_BIN_EDGES[1:], None)
+    bins = [
+        {"min": low, "max": high, "count": count}
+        for low, high, count in zip(SIZE_BIN_EDGES, uppers, counts, strict=True)
+    ]
 
     def summary(values: list[int]) -> dict[str, float] | None:
         if not values:

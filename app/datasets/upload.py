@@ -28,11 +28,12 @@ from fastapi import Request
 from python_multipart import MultipartParser
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
+from starlette.requests import ClientDisconnect
 
 from app.core.errors import InvalidInput, ServiceUnavailable
 from app.core.storage import ObjectInfo, ObjectStore, StoreUnavailable
 from app.datasets.archive import SNIFF_BYTES, ArchiveFormat, sniff_format
-from app.datasets.service import UnsupportedArchive, upload_too_large
+from app.datasets.service import UnsupportedArchive, UploadIncomplete, upload_too_large
 
 # Chunks in flight between the event loop and the writer thread (uvicorn hands out <= 64 KiB).
 PIPE_CHUNKS = 16
@@ -124,12 +125,17 @@ def _disposition_filename(request: Request) -> str | None:
 
 async def _limited(chunks: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[bytes]:
     total = 0
-    async for chunk in chunks:
-        total += len(chunk)
-        if total > max_bytes:
-            raise upload_too_large(max_bytes)
-        if chunk:
-            yield chunk
+    try:
+        async for chunk in chunks:
+            total += len(chunk)
+            if total > max_bytes:
+                raise upload_too_large(max_bytes)
+            if chunk:
+                yield chunk
+    except ClientDisconnect as exc:
+        raise UploadIncomplete(
+            f"The connection closed after {total} bytes, before the upload ended; send it again."
+        ) from exc
 
 
 async def _sniffed(chunks: AsyncIterator[bytes]) -> tuple[ArchiveFormat, AsyncIterator[bytes]]:

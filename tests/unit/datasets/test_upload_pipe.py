@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import BinaryIO
 
 import anyio
 import pytest
+from starlette.requests import Request
 
 from app.core.errors import PayloadTooLarge
-from app.core.storage import ObjectInfo, StoreUnavailable
-from app.datasets.upload import PIPE_CHUNKS, _store_stream
+from app.core.storage import LocalObjectStore, ObjectInfo, StoreUnavailable
+from app.datasets.service import UploadIncomplete
+from app.datasets.upload import PIPE_CHUNKS, _store_stream, receive_archive
+from foprokd.synthetic import archive_bytes, sample_dataset
 
 CHUNK = b"x" * 1000
 
@@ -78,3 +82,43 @@ def test_a_failing_store_stops_the_body_and_raises_the_store_error() -> None:
     with pytest.raises(StoreUnavailable, match="disk full"):
         anyio.run(main)
     assert store.sent < 100
+
+
+def request_that_disconnects(body: bytes, after: int) -> Request:
+    """A raw-body upload request whose client goes away after ``after`` bytes."""
+    messages = [
+        {"type": "http.request", "body": body[:after], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> dict[str, object]:
+        return messages.pop(0)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/datasets",
+        "query_string": b"name=cut",
+        "headers": [(b"content-type", b"application/zip")],
+    }
+    return Request(scope, receive)
+
+
+def test_a_client_that_disconnects_leaves_no_object(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path)
+    data = archive_bytes(sample_dataset().members, "zip")
+    seen: list[dict[str, str]] = []
+
+    async def main() -> None:
+        await receive_archive(
+            request_that_disconnects(data, len(data) // 2),
+            store,
+            "teams/t/datasets/d/archive",
+            max_bytes=10**9,
+            before_store=lambda fields, _: seen.append(fields),
+        )
+
+    with pytest.raises(UploadIncomplete, match="closed after"):
+        anyio.run(main)
+    assert seen == [{"name": "cut"}]
+    assert list(store.list("")) == []
