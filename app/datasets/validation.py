@@ -141,6 +141,31 @@ class _Labelled:
 
 
 @dataclass
+class _Budget:
+    """Entries (all but directories) and declared uncompressed bytes (of every file, read or
+    skipped: skipping a tar.gz entry still decompresses it) charged against the limits."""
+
+    entries: int = 0
+    declared_bytes: int = 0
+
+    def charge(self, entry: ArchiveEntry, limits: IngestLimits, log: ProblemLog) -> bool:
+        """Count ``entry``; log and return False once a limit is passed (validation stops)."""
+        if entry.kind is EntryKind.directory:
+            return True
+        self.entries += 1
+        self.declared_bytes += entry.size if entry.kind is EntryKind.file else 0
+        if self.entries > limits.max_entries:
+            log.error(display_name(entry.name), ProblemCode.too_many_files, _too_many_files(limits))
+            return False
+        if self.declared_bytes > limits.max_total_bytes:
+            log.error(
+                display_name(entry.name), ProblemCode.total_too_large, _too_many_bytes(limits)
+            )
+            return False
+        return True
+
+
+@dataclass
 class _Scan:
     """What one pass over the archive found."""
 
@@ -150,6 +175,7 @@ class _Scan:
     csvs: dict[str, bytes] = field(default_factory=dict)
     names: set[str] = field(default_factory=set)
     stored: dict[str, StoredImage] = field(default_factory=dict)
+    budget: _Budget = field(default_factory=_Budget)
     files: int = 0
     total_bytes: int = 0
     converted: int = 0
@@ -213,26 +239,13 @@ def _check_index(reader: ArchiveReader, limits: IngestLimits, log: ProblemLog, s
     listing = reader.listing()
     if listing is None:
         return
-    files = 0
-    total = 0
-    for entry in listing:
-        if entry.kind is not EntryKind.file:
-            continue
-        files += 1
-        total += entry.size
-        if files > limits.max_entries:
-            log.error(entry.name, ProblemCode.too_many_files, _too_many_files(limits))
-            scan.fatal = True
-            return
-        if total > limits.max_total_bytes:
-            log.error(entry.name, ProblemCode.total_too_large, _too_many_bytes(limits))
-            scan.fatal = True
-            return
+    budget = _Budget()
+    scan.fatal = not all(budget.charge(entry, limits, log) for entry in listing)
 
 
 def _too_many_files(limits: IngestLimits) -> str:
     return (
-        f"the archive has more than {limits.max_entries} files (the limit); split the dataset "
+        f"the archive has more than {limits.max_entries} entries (the limit); split the dataset "
         "or ask an admin to raise FOPRO_MAX_IMAGES"
     )
 
@@ -252,6 +265,9 @@ def _scan_entry(
     limits: IngestLimits,
     sink: ImageSink,
 ) -> None:
+    if not scan.budget.charge(entry, limits, log):
+        scan.fatal = True
+        return
     unsafe = unsafe_name_reason(entry.name)
     if unsafe is not None:
         log.error(display_name(entry.name), ProblemCode(unsafe[0]), unsafe[1])
@@ -266,10 +282,6 @@ def _scan_entry(
         log.error(path, ProblemCode.special_file, f"{entry.kind} entries are not allowed")
         return
     scan.files += 1
-    if scan.files > limits.max_entries:
-        log.error(path, ProblemCode.too_many_files, _too_many_files(limits))
-        scan.fatal = True
-        return
     if path in scan.names:
         log.error(path, ProblemCode.duplicate_entry, "the archive holds two entries with this path")
         return
@@ -326,10 +338,6 @@ def _read_entry(
             ProblemCode.compression_ratio,
             _ratio_message(entry.size, entry.compressed_size, ratio_limit),
         )
-        return None
-    if scan.total_bytes + entry.size > limits.max_total_bytes:
-        log.error(path, ProblemCode.total_too_large, _too_many_bytes(limits))
-        scan.fatal = True
         return None
     try:
         read = reader.read(entry, limits.max_file_bytes)

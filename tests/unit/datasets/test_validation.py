@@ -461,3 +461,19 @@ def test_no_image_is_stored_once_an_error_is_known() -> None:
     checked = validate(members, "tar")
     assert not checked.result.ok
     assert checked.sink.objects == {}
+
+
+def test_skipped_entries_count_against_the_total_so_a_hidden_bomb_is_never_unpacked() -> None:
+    # A .txt would be skipped, but skipping a tar.gz entry still means decompressing it.
+    hidden = Member("a/readme.txt", b"\0" * (2 * 1024 * 1024))
+    checked = validate(
+        [*two_classes(), hidden], "tar.gz", limits=replace(LIMITS, max_total_bytes=1024 * 1024)
+    )
+    assert checked.codes() == {"total_too_large"}
+    assert checked.errors[0]["entry"] == "a/readme.txt"
+
+
+def test_links_count_against_the_entry_limit() -> None:
+    links = [Member(f"a/l{n}.png", kind="symlink", target="0.png") for n in range(10)]
+    checked = validate([*two_classes(), *links], "tar", limits=replace(LIMITS, max_entries=8))
+    assert "too_many_files" in checked.codes()
