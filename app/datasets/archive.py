@@ -27,6 +27,8 @@ from typing import BinaryIO, cast
 
 # Enough for the tar magic at offset 257 ("ustar") and every other signature.
 SNIFF_BYTES = 512
+# Real pax headers and long names are a few KB; anything near this is an attack.
+MAX_HEADER_BYTES = 8 * 1024 * 1024
 _COPY_CHUNK = 1024 * 1024
 
 
@@ -301,17 +303,46 @@ def _zip_kind(info: zipfile.ZipInfo) -> EntryKind:
     return EntryKind.other
 
 
+class _HeaderGuard(io.RawIOBase):
+    """Passes reads through while an allowance lasts.
+
+    tarfile reads every header record (pax headers, GNU long names) whole into memory, so a
+    hostile tar.gz could make it allocate gigabytes from a few compressed kilobytes. The tar
+    reader grants each entry its declared size plus ``MAX_HEADER_BYTES`` for the next headers.
+    """
+
+    def __init__(self, source: BinaryIO) -> None:
+        super().__init__()
+        self._source = source
+        self.allowance = MAX_HEADER_BYTES
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        if self.allowance <= 0:
+            raise ArchiveError(
+                f"a tar header is larger than {MAX_HEADER_BYTES} bytes; this is no image archive"
+            )
+        view = memoryview(buffer)[: self.allowance]
+        data = self._source.read(len(view))
+        view[: len(data)] = data
+        self.allowance -= len(data)
+        return len(data)
+
+
 class _TarReader(ArchiveReader):
     def __init__(self, source: HashingReader, stream: io.RawIOBase, gzipped: bool) -> None:
         super().__init__(source)
         self.format = ArchiveFormat.tar_gz if gzipped else ArchiveFormat.tar
         buffered = io.BufferedReader(stream, buffer_size=64 * 1024)
         decoded = gzip.GzipFile(fileobj=buffered) if gzipped else buffered
+        self._guard = _HeaderGuard(cast(BinaryIO, decoded))
         self._current: tarfile.TarInfo | None = None
         self._count = 0
         try:
             # The reader owns the TarFile for the whole validation; close() releases it.
-            self._tar = tarfile.open(fileobj=cast(BinaryIO, decoded), mode="r|")  # noqa: SIM115
+            self._tar = tarfile.open(fileobj=cast(BinaryIO, self._guard), mode="r|")  # noqa: SIM115
         except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, OSError) as exc:
             raise ArchiveError(f"not a readable {self.format} archive: {exc}") from exc
 
@@ -320,6 +351,7 @@ class _TarReader(ArchiveReader):
             for info in self._tar:
                 self._current = info
                 self._count += 1
+                self._guard.allowance = info.size + MAX_HEADER_BYTES
                 yield ArchiveEntry(
                     name=info.name, kind=_tar_kind(info), size=info.size, compressed_size=None
                 )

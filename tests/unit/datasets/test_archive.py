@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import tarfile
 from pathlib import Path
 
 import pytest
 
 from app.datasets.archive import (
+    MAX_HEADER_BYTES,
+    ArchiveError,
     ArchiveFormat,
     EntryKind,
     EntryTooLarge,
@@ -119,3 +122,25 @@ def test_safe_names_are_normalised(name: str, clean: str) -> None:
 def test_display_name_escapes_what_cannot_be_shown() -> None:
     assert display_name("a/\udcff\x07.png") == "a/\\xff\\x07.png"
     assert len(display_name("x" * 1000)) == 300
+
+
+def test_a_huge_tar_header_is_refused_before_it_is_read_into_memory(tmp_path: Path) -> None:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("a/x.png")
+        info.pax_headers = {"comment": "x" * (MAX_HEADER_BYTES + 1024)}
+        tar.addfile(info, io.BytesIO(b""))
+    assert len(buffer.getvalue()) < 100_000
+    with (
+        pytest.raises(ArchiveError, match="tar header is larger"),
+        open_archive(io.BytesIO(buffer.getvalue()), scratch_dir=tmp_path) as reader,
+    ):
+        list(reader.entries())
+
+
+def test_large_entries_pass_the_header_guard(tmp_path: Path) -> None:
+    big = b"\1" * (MAX_HEADER_BYTES + 4096)
+    data = archive_bytes([Member("a/big.bin", big), Member("a/small.png", b"s")], "tar.gz")
+    with open_archive(io.BytesIO(data), scratch_dir=tmp_path) as reader:
+        names = [entry.name for entry in reader.entries()]  # big.bin is skipped, not read
+    assert names == ["a/big.bin", "a/small.png"]
