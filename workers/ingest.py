@@ -26,11 +26,11 @@ from app.core.db import session_scope
 from app.core.queue import TaskName
 from app.core.storage import ObjectNotFound, ObjectStore, StoreUnavailable, open_object_store
 from app.core.tenancy import team_object_key
-from app.datasets.archive import ArchiveError, UnknownArchiveFormat, open_archive
+from app.datasets.archive import ArchiveError, open_archive
 from app.datasets.images import CheckedImage
 from app.datasets.manifest import write_manifest
 from app.datasets.models import Dataset, DatasetStatus
-from app.datasets.problems import Problem, ProblemCode, ProblemLog
+from app.datasets.problems import Problem, ProblemCode
 from app.datasets.schemas import IngestOptions
 from app.datasets.service import duplicate_upload_warnings
 from app.datasets.validation import (
@@ -38,6 +38,7 @@ from app.datasets.validation import (
     IngestProgress,
     IngestResult,
     StoredImage,
+    archive_problem,
     validate_archive,
 )
 from workers.celery_app import celery_app
@@ -149,37 +150,29 @@ def _validate(target: _Target, store: ObjectStore, settings: Settings) -> Ingest
 
     progress = _ProgressWriter(target.id)
     scratch = settings.data_dir / "tmp"
+    limits = IngestLimits.from_settings(settings)
     try:
         with (
             store.open(target.archive_key) as stream,
-            open_archive(stream, scratch_dir=scratch) as reader,
+            open_archive(stream, scratch_dir=scratch, max_entries=limits.max_entries) as reader,
         ):
             result = validate_archive(
                 reader,
                 options=target.options,
-                limits=IngestLimits.from_settings(settings),
+                limits=limits,
                 sink=sink,
                 archive_name=target.archive_name,
                 archive_bytes=target.archive_bytes,
                 progress=progress,
             )
     except ObjectNotFound:
-        problems = ProblemLog()
-        problems.error(
+        return IngestResult.rejected(
             target.archive_name,
             ProblemCode.internal_error,
             "the uploaded archive is no longer in the object store; upload it again",
         )
-        return IngestResult(problems, [], [], {}, None, None, 0)
     except ArchiveError as exc:
-        problems = ProblemLog()
-        code = (
-            ProblemCode.unsupported_archive
-            if isinstance(exc, UnknownArchiveFormat)
-            else ProblemCode.corrupt_archive
-        )
-        problems.error(target.archive_name, code, str(exc))
-        return IngestResult(problems, [], [], {}, None, None, 0)
+        return IngestResult.rejected(target.archive_name, archive_problem(exc), str(exc))
     result.stats["progress"] = progress.final()
     return result
 

@@ -56,6 +56,10 @@ class UnknownArchiveFormat(ArchiveError):
     """The first bytes match none of zip, tar, tar.gz."""
 
 
+class TooManyEntries(ArchiveError):
+    """A zip's index declares more entries than allowed (refused before the index is parsed)."""
+
+
 class EntryTooLarge(Exception):
     """An entry decompressed to more bytes than the caller allowed."""
 
@@ -237,8 +241,10 @@ class ArchiveReader(ABC):
 class _ZipReader(ArchiveReader):
     format = ArchiveFormat.zip
 
-    def __init__(self, source: HashingReader, path: Path) -> None:
+    def __init__(self, source: HashingReader, path: Path, max_entries: int | None) -> None:
         super().__init__(source)
+        if max_entries is not None:
+            _check_zip_entry_count(path, max_entries)
         try:
             self._zip = zipfile.ZipFile(path)
             self._infos = self._zip.infolist()
@@ -272,6 +278,22 @@ class _ZipReader(ArchiveReader):
 
     def close(self) -> None:
         self._zip.close()
+
+
+def _check_zip_entry_count(path: Path, max_entries: int) -> None:
+    """Refuse a zip whose end record declares too many entries: ZipFile would build an object per
+    entry first (a 1 GB index of empty names is ~20 million of them)."""
+    with path.open("rb") as handle:
+        # zipfile's own end-record reader (stable since Python 2; handles zip64).
+        end = zipfile._EndRecData(handle)  # type: ignore[attr-defined]
+    if end is None:
+        raise ArchiveError("not a readable zip archive: it has no end-of-central-directory record")
+    declared = int(end[zipfile._ECD_ENTRIES_TOTAL])  # type: ignore[attr-defined]
+    if declared > max_entries:
+        raise TooManyEntries(
+            f"the zip lists {declared} entries, more than the limit of {max_entries}; split the "
+            "dataset or ask an admin to raise FOPRO_MAX_IMAGES"
+        )
 
 
 def _zip_entry(info: zipfile.ZipInfo) -> ArchiveEntry:
@@ -398,11 +420,15 @@ def _tar_kind(info: tarfile.TarInfo) -> EntryKind:
 
 
 @contextmanager
-def open_archive(stream: BinaryIO, *, scratch_dir: Path) -> Iterator[ArchiveReader]:
+def open_archive(
+    stream: BinaryIO, *, scratch_dir: Path, max_entries: int | None = None
+) -> Iterator[ArchiveReader]:
     """Sniff ``stream``'s format and yield a reader over its entries.
 
     A zip is first copied to a temporary file in ``scratch_dir`` (deleted on exit); tar and tar.gz
-    are read as a stream. Raises ``ArchiveError`` when the format is none of these.
+    are read as a stream. Raises ``UnknownArchiveFormat`` when the format is none of these,
+    ``TooManyEntries`` when a zip declares more than ``max_entries`` entries, ``ArchiveError``
+    when it cannot be read.
     """
     source = HashingReader(stream)
     head = _read_head(source)
@@ -415,7 +441,7 @@ def open_archive(stream: BinaryIO, *, scratch_dir: Path) -> Iterator[ArchiveRead
         with tempfile.NamedTemporaryFile(dir=scratch_dir, prefix="archive-", suffix=".zip") as tmp:
             shutil.copyfileobj(rest, tmp, _COPY_CHUNK)
             tmp.flush()
-            zip_reader = _ZipReader(source, Path(tmp.name))
+            zip_reader = _ZipReader(source, Path(tmp.name), max_entries)
             try:
                 yield zip_reader
             finally:

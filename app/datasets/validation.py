@@ -23,6 +23,8 @@ from app.datasets.archive import (
     EntryKind,
     EntryTooLarge,
     EntryUnreadable,
+    TooManyEntries,
+    UnknownArchiveFormat,
     clean_entry_path,
     display_name,
     entry_suffix,
@@ -122,6 +124,22 @@ class IngestResult:
     @property
     def ok(self) -> bool:
         return not self.log.failed
+
+    @classmethod
+    def rejected(cls, entry: str, code: ProblemCode, message: str) -> IngestResult:
+        """The outcome for an archive refused as a whole (nothing was stored)."""
+        log = ProblemLog()
+        log.error(entry, code, message)
+        return cls(log, [], [], {}, None, None, 0)
+
+
+def archive_problem(exc: ArchiveError) -> ProblemCode:
+    """The problem code for an archive that cannot be opened at all."""
+    if isinstance(exc, UnknownArchiveFormat):
+        return ProblemCode.unsupported_archive
+    if isinstance(exc, TooManyEntries):
+        return ProblemCode.too_many_files
+    return ProblemCode.corrupt_archive
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from app.datasets.archive import (
     ArchiveFormat,
     EntryKind,
     EntryTooLarge,
+    TooManyEntries,
     UnknownArchiveFormat,
     clean_entry_path,
     display_name,
@@ -144,3 +146,19 @@ def test_large_entries_pass_the_header_guard(tmp_path: Path) -> None:
     with open_archive(io.BytesIO(data), scratch_dir=tmp_path) as reader:
         names = [entry.name for entry in reader.entries()]  # big.bin is skipped, not read
     assert names == ["a/big.bin", "a/small.png"]
+
+
+def test_a_zip_declaring_too_many_entries_is_refused_before_its_index_is_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = archive_bytes([Member(f"a/{n}.png", b"x") for n in range(20)], "zip")
+
+    def no_parsing(*_: object) -> None:
+        raise AssertionError("the index was parsed")
+
+    monkeypatch.setattr(zipfile, "ZipFile", no_parsing)
+    with (
+        pytest.raises(TooManyEntries, match="lists 20 entries"),
+        open_archive(io.BytesIO(data), scratch_dir=tmp_path, max_entries=5),
+    ):
+        pass

@@ -14,17 +14,21 @@ from app.core.db import session_scope
 from app.core.storage import ObjectStore
 from app.datasets.models import Dataset
 from foprokd.synthetic import Member, archive_bytes, sample_dataset
-from tests.unit.datasets.conftest import Team
+from tests.conftest import Service
+from tests.support.service import configure_service
+from tests.unit.datasets.conftest import Team, make_team
 from workers import ingest
 from workers.ingest import ingest_dataset, validate_dataset
 
 
-def post(client: TestClient, team: Team, data: bytes, name: str = "skin") -> str:
+def post(
+    client: TestClient, team: Team, data: bytes, name: str = "skin", filename: str = "skin.tar.gz"
+) -> str:
     response = client.post(
         "/v1/datasets",
         headers=team.auth(),
         data={"name": name, "split_seed": "5"},
-        files={"file": ("skin.tar.gz", data, "application/gzip")},
+        files={"file": (filename, data, "application/octet-stream")},
     )
     assert response.status_code == 202, response.text
     return str(response.json()["id"])
@@ -175,3 +179,19 @@ def test_direct_upload_digest_is_recorded_by_the_task(
     assert dataset.content_sha256 == hashlib.sha256(data).hexdigest()
     assert dataset.warnings[0]["code"] == "duplicate_upload"
     assert first in dataset.warnings[0]["message"]
+
+
+def test_zip_over_the_entry_limit_is_refused_as_a_whole(
+    embedded_service: Service, monkeypatch: pytest.MonkeyPatch, store: ObjectStore
+) -> None:
+    configure_service(monkeypatch, embedded_service.data_dir, max_images="5")
+    from app.main import app
+
+    team = make_team()
+    with TestClient(app) as client:
+        data = archive_bytes(sample_dataset().members, "zip")
+        dataset_id = post(client, team, data, filename="skin.zip")
+    assert ingest_dataset(dataset_id) == "invalid"
+    problem = row(dataset_id).problems[0]
+    assert (problem["entry"], problem["code"]) == ("skin.zip", "too_many_files")
+    assert keys(store, team, dataset_id) == []
