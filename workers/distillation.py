@@ -27,8 +27,8 @@ from app.core.db import session_scope
 from app.core.storage import COPY_CHUNK_BYTES, ObjectStore, open_object_store
 from app.core.tenancy import team_object_key
 from app.datasets.models import Dataset, DatasetStatus
-from app.jobs.dispatch import enqueue_job
-from app.jobs.lease import move_checkpoint, note, release_or_fail, write_progress
+from app.jobs.dispatch import release_and_resend
+from app.jobs.lease import move_checkpoint, record_event, write_progress
 from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import JobParams
 from app.jobs.state import EventKind, transition
@@ -201,6 +201,7 @@ class DistillationRun:
         self.team_id = ""
         self.phase = "preparing"
         self.checkpoint_key: str | None = None
+        self.checkpoint_epoch: int | None = None
         self._last_report = 0.0
         self.training_progress: dict[str, Any] = {}
 
@@ -231,7 +232,7 @@ class DistillationRun:
 
     def event(self, kind: EventKind, message: str, data: Mapping[str, Any] | None = None) -> None:
         with session_scope() as session:
-            note(session, self.job_id, kind, message, data)
+            record_event(session, self.job_id, kind, message, data)
 
     def store_checkpoint(self, path: Path, epoch: int) -> None:
         """Upload the epoch's checkpoint, THEN point the job at it, then drop the previous one."""
@@ -242,7 +243,7 @@ class DistillationRun:
             self.store.put(key, handle, size=path.stat().st_size)
         with session_scope() as session:
             moved = move_checkpoint(session, self.job_id, self.owner, key=key, epoch=epoch)
-        previous, self.checkpoint_key = self.checkpoint_key, key
+        previous, self.checkpoint_key, self.checkpoint_epoch = self.checkpoint_key, key, epoch
         # Only this job's own older checkpoints go: a retry may start from its parent's.
         own_prefix = team_object_key(self.team_id, "jobs", self.job_id, "checkpoints", "")
         if moved and previous and previous != key and previous.startswith(own_prefix):
@@ -258,7 +259,7 @@ class DistillationRun:
             dataset = session.get_one(Dataset, job.dataset_id)
             session.expunge_all()
         self.team_id = job.team_id
-        self.checkpoint_key = job.checkpoint_key
+        self.checkpoint_key, self.checkpoint_epoch = job.checkpoint_key, job.checkpoint_epoch
         run_dir.mkdir(parents=True, exist_ok=True)
         with JobWatch(self.job_id, self.owner) as watch:
             try:
@@ -490,7 +491,11 @@ class DistillationRun:
         if watch.lease_lost.is_set():
             log.warning("job %s: lease lost; stopped without touching the job", self.job_id)
             return
-        kept = f"; the checkpoint of epoch {self._epoch()} is kept" if self.checkpoint_key else ""
+        kept = (
+            f"; the checkpoint of epoch {self.checkpoint_epoch} is kept"
+            if self.checkpoint_epoch
+            else ""
+        )
         with session_scope() as session:
             transition(
                 session,
@@ -502,24 +507,17 @@ class DistillationRun:
                 data={"epoch": exc.epoch, "step": exc.step},
             )
 
-    def _epoch(self) -> int | None:
-        with session_scope() as session:
-            return session.scalar(select(Job.checkpoint_epoch).where(Job.id == self.job_id))
-
     def _failed(self, exc: BaseException) -> None:
         failure = describe_failure(exc)
         with session_scope() as session:
             if failure.retryable:
-                outcome = release_or_fail(
+                release_and_resend(
                     session,
                     self.job_id,
                     reason=failure.reason,
                     failure_code=failure.code,
                     lease_owner=self.owner,
                 )
-                if outcome is JobStatus.queued:
-                    priority = session.scalar(select(Job.priority).where(Job.id == self.job_id))
-                    enqueue_job(session, self.job_id, priority or "normal")
                 return
             transition(
                 session,

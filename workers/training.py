@@ -35,8 +35,8 @@ from app.core.config import Settings, get_settings
 from app.core.db import session_scope
 from app.core.queue import TaskName
 from app.datasets.models import Dataset, DatasetStatus
-from app.jobs.dispatch import enqueue_job
-from app.jobs.lease import Heartbeat, claim_job, heartbeat, new_lease_owner, release_or_fail
+from app.jobs.dispatch import release_and_resend
+from app.jobs.lease import Heartbeat, claim_job, heartbeat, new_lease_owner
 from app.jobs.models import Job, JobStatus
 from app.jobs.state import TERMINAL, transition
 from workers.celery_app import celery_app
@@ -207,14 +207,11 @@ class Supervisor:
                 return "finished"
             reason = describe_exit(exitcode)
             log.error("job %s: %s", self.job_id, reason)
-            outcome = release_or_fail(
+            release_and_resend(
                 session,
                 self.job_id,
                 reason=reason,
                 failure_code="training_process_died",
                 lease_owner=self.owner,
             )
-            if outcome is JobStatus.queued:
-                priority = session.scalar(select(Job.priority).where(Job.id == self.job_id))
-                enqueue_job(session, self.job_id, priority or "normal")
             return "released"

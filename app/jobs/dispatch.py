@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.core import queue
 from app.core.db import utcnow
+from app.jobs.lease import release_or_fail
 from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import CELERY_PRIORITY, Priority
 from app.jobs.state import forget_cached_job
@@ -40,3 +41,16 @@ def enqueue_job(session: Session, job_id: str, priority: str) -> bool:
     session.commit()
     forget_cached_job(session, job_id)
     return True
+
+
+def release_and_resend(
+    session: Session, job_id: str, *, reason: str, failure_code: str, lease_owner: str
+) -> JobStatus | None:
+    """``release_or_fail`` a run that ``lease_owner`` lost, and send the job again if requeued."""
+    outcome = release_or_fail(
+        session, job_id, reason=reason, failure_code=failure_code, lease_owner=lease_owner
+    )
+    if outcome is JobStatus.queued:
+        priority = session.scalar(select(Job.priority).where(Job.id == job_id))
+        enqueue_job(session, job_id, priority or Priority.normal.value)
+    return outcome

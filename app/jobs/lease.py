@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Update, func, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
@@ -66,7 +66,8 @@ class Heartbeat:
     status: JobStatus | None  # None: the job row is gone
 
 
-def _held(job_id: str, owner: str) -> Any:
+def _held(job_id: str, owner: str) -> Update:
+    """``UPDATE jobs`` restricted to the running job ``job_id`` while ``owner`` holds it."""
     return update(Job).where(
         Job.id == job_id, Job.status == JobStatus.running.value, Job.lease_owner == owner
     )
@@ -191,7 +192,7 @@ def release_or_fail(
     return target if moved else None
 
 
-def note(
+def record_event(
     session: Session,
     job_id: str,
     kind: EventKind,
