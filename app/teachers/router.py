@@ -36,9 +36,7 @@ def list_teachers(
 ) -> TeacherCatalogOut:
     return TeacherCatalogOut(
         zoo=zoo_teachers(settings),
-        team=[
-            TeacherOut.model_validate(t) for t in team_teachers(session, principal.team_id)
-        ],
+        team=[TeacherOut.model_validate(t) for t in team_teachers(session, principal.team_id)],
     )
 
 
