@@ -13,7 +13,9 @@ process heart-beats the lease every ``heartbeat_seconds``. It kills the child wh
 The child dies with this process (``PR_SET_PDEATHSIG`` + a watchdog), so ``kill -9`` of the
 worker never leaves a trainer behind; the lease then expires and the reaper requeues the job.
 A child that dies on its own (OOM killer, segfault) leaves the job running under our lease: we
-requeue it, or fail it once its attempts are spent, with a reason naming the signal.
+requeue it, or fail it once its attempts are spent, with a reason naming the signal. A worker
+stopped mid-run (Celery's warm shutdown waits for the task; the orchestrator then kills it)
+loses the run like a crash: the lease expires, the reaper requeues, the next run resumes.
 """
 
 from __future__ import annotations

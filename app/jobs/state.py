@@ -37,13 +37,13 @@ TERMINAL: frozenset[JobStatus] = frozenset(
 
 
 class EventKind(StrEnum):
-    """What a ``JobEvent`` records: a state change, an epoch summary, or a note for people."""
+    """What a ``JobEvent`` records: a state change (a failure is the ``→ failed`` one, with its
+    code and reason), an epoch summary, or a note for people."""
 
     state = "state"
     epoch = "epoch"
     info = "info"
     warning = "warning"
-    error = "error"
 
 
 def check_transition(source: JobStatus | str, target: JobStatus | str) -> None:
