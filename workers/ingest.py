@@ -12,9 +12,12 @@ deleting the archive and committing, the retry reports the archive as gone).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +50,9 @@ log = logging.getLogger("fopro.ingest")
 
 # Progress is written at most this often: often enough for a progress bar, rare enough for the DB.
 PROGRESS_INTERVAL_S = 1.0
+# Image uploads overlap with decoding; bounded so memory stays a few images.
+STORE_THREADS = 4
+IN_FLIGHT = 8
 TRANSIENT_RETRIES = 3
 
 
@@ -139,20 +145,51 @@ def _load_target(dataset_id: str) -> _Target | None:
         )
 
 
+class _ConcurrentSink:
+    """Stores images content-addressed under ``prefix`` from a few threads, so per-object store
+    latency (fsyncs, S3 round trips) overlaps with decoding; at most ``IN_FLIGHT`` images wait in
+    memory. Leaving the ``with`` block waits for every upload (also on errors, so nothing lands
+    after a cleanup), then raises the first upload error, if any."""
+
+    def __init__(self, store: ObjectStore, prefix: str) -> None:
+        self._store = store
+        self._prefix = prefix
+        self._pool = ThreadPoolExecutor(STORE_THREADS, thread_name_prefix="ingest-put")
+        self._slots = threading.Semaphore(IN_FLIGHT)
+        self._errors: list[BaseException] = []
+
+    def __call__(self, image: CheckedImage, source_sha256: str) -> StoredImage:
+        if self._errors:
+            raise self._errors[0]
+        key = f"{self._prefix}/{source_sha256[:2]}/{source_sha256}.{image.extension}"
+        self._slots.acquire()
+        self._pool.submit(self._put, key, image)
+        return StoredImage(key, hashlib.sha256(image.data).hexdigest())
+
+    def _put(self, key: str, image: CheckedImage) -> None:
+        try:
+            self._store.put_bytes(key, image.data, content_type=image.content_type)
+        except BaseException as exc:
+            self._errors.append(exc)
+        finally:
+            self._slots.release()
+
+    def __enter__(self) -> _ConcurrentSink:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self._pool.shutdown(wait=True)
+        if exc_type is None and self._errors:
+            raise self._errors[0]
+
+
 def _validate(target: _Target, store: ObjectStore, settings: Settings) -> IngestResult:
-    images_prefix = target.key("images")
-
-    def sink(image: CheckedImage, source_sha256: str) -> StoredImage:
-        key = f"{images_prefix}/{source_sha256[:2]}/{source_sha256}.{image.extension}"
-        stored = store.put_bytes(key, image.data, content_type=image.content_type)
-        assert stored.sha256 is not None
-        return StoredImage(key, stored.sha256)
-
     progress = _ProgressWriter(target.id)
     scratch = settings.data_dir / "tmp"
     limits = IngestLimits.from_settings(settings)
     try:
         with (
+            _ConcurrentSink(store, target.key("images")) as sink,
             store.open(target.archive_key) as stream,
             open_archive(stream, scratch_dir=scratch, max_entries=limits.max_entries) as reader,
         ):

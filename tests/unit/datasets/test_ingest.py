@@ -11,14 +11,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.core.db import session_scope
-from app.core.storage import ObjectStore
+from app.core.storage import ObjectStore, StoreUnavailable
+from app.datasets.images import CheckedImage
 from app.datasets.models import Dataset
 from foprokd.synthetic import Member, archive_bytes, sample_dataset
 from tests.conftest import Service
 from tests.support.service import configure_service
 from tests.unit.datasets.conftest import Team, make_team
 from workers import ingest
-from workers.ingest import ingest_dataset, validate_dataset
+from workers.ingest import _ConcurrentSink, ingest_dataset, validate_dataset
 
 
 def post(
@@ -108,23 +109,26 @@ def test_a_second_delivery_of_the_task_does_nothing(client: TestClient, team: Te
 def test_deleting_the_dataset_mid_validation_stops_it_and_cleans_up(
     client: TestClient, team: Team, store: ObjectStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    dataset_id = post(client, team, archive_bytes(sample_dataset(head=30).members, "tar.gz"))
+    sample = sample_dataset(head=30)
+    dataset_id = post(client, team, archive_bytes(sample.members, "tar.gz"))
     monkeypatch.setattr(ingest, "PROGRESS_INTERVAL_S", 0.0)
     put_bytes = store.__class__.put_bytes
     stored: list[str] = []
+    deleted: list[int] = []
 
     def put_then_delete(self: ObjectStore, key: str, data: bytes, **kwargs: object) -> object:
         info = put_bytes(self, key, data, **kwargs)  # type: ignore[arg-type]
         stored.append(key)
-        if len(stored) == 3:
-            assert (
-                client.delete(f"/v1/datasets/{dataset_id}", headers=team.auth()).status_code == 204
+        if len(stored) == 3:  # runs in an upload thread: the user deletes meanwhile
+            deleted.append(
+                client.delete(f"/v1/datasets/{dataset_id}", headers=team.auth()).status_code
             )
         return info
 
     monkeypatch.setattr(store.__class__, "put_bytes", put_then_delete)
     assert ingest_dataset(dataset_id) == "deleted"
-    assert len(stored) == 3
+    assert deleted == [204]
+    assert len(stored) < sample.num_images / 2  # stopped at the next progress check
     assert keys(store, team, dataset_id) == []
 
 
@@ -195,3 +199,23 @@ def test_zip_over_the_entry_limit_is_refused_as_a_whole(
     problem = row(dataset_id).problems[0]
     assert (problem["entry"], problem["code"]) == ("skin.zip", "too_many_files")
     assert keys(store, team, dataset_id) == []
+
+
+class FailingStore:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def put_bytes(self, key: str, data: bytes, **_: object) -> None:
+        self.calls += 1
+        raise StoreUnavailable("bucket gone")
+
+
+def test_an_image_upload_failure_surfaces_after_all_uploads_finished() -> None:
+    store = FailingStore()
+    image = CheckedImage(b"x", "png", "image/png", 1, 1, None, False)
+    sink = _ConcurrentSink(store, "p")  # type: ignore[arg-type]
+    stored = sink(image, "ab" * 32)  # accepted at once; the upload runs in a thread
+    assert stored.object_key == f"p/ab/{'ab' * 32}.png"
+    with pytest.raises(StoreUnavailable, match="bucket gone"):
+        sink.__exit__(None)
+    assert store.calls == 1
