@@ -25,17 +25,17 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 from torchvision import transforms
 
 from foprokd.errors import EngineError
+from foprokd.images import RESIZE_POLICY, to_model_rgb
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 )
-RESIZE_POLICY = "plain-resize-bilinear-antialias-v1"
 CACHE_FORMAT_VERSION = 1
 # ITU-R 601 luma weights, the grayscale used by torchvision's colour jitter.
 _LUMA = (0.299, 0.587, 0.114)
@@ -220,10 +220,7 @@ def load_rgb(path: Path, image_size: int) -> Image.Image:
     (palette transparency is resolved to RGBA first so PIL does not guess).
     """
     with Image.open(path) as raw:
-        image = ImageOps.exif_transpose(raw)
-        if image.mode == "P" and "transparency" in image.info:
-            image = image.convert("RGBA")
-        return image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+        return to_model_rgb(raw, image_size)
 
 
 def decode_image(path: Path, image_size: int) -> np.ndarray:

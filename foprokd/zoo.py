@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import pickle
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import timm
 import torch
@@ -19,77 +18,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from foprokd.catalog import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    STUDENTS,
+    TEACHERS,
+    ModelSpec,
+    Role,
+    expected_weight_paths,
+    find_weights,
+)
 from foprokd.errors import WeightsInvalid, WeightsNotFound
-
-Role = Literal["teacher", "student"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-WEIGHT_SUFFIXES = (".safetensors", ".pth")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """A zoo entry.
-
-    ``feature_dim`` is the size of the pooled pre-logit embedding (timm ``num_classes=0``),
-    ``input_size`` the square resolution the published weights were trained at, ``mean``/``std``
-    the per-channel normalisation of [0, 1] RGB pixels those weights expect.
-    """
-
-    name: str
-    timm_name: str
-    feature_dim: int
-    input_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    role: Role
-    # Extra timm.create_model arguments as (key, value) pairs: a tuple keeps the spec hashable.
-    timm_kwargs: tuple[tuple[str, Any], ...] = ()
-
-
-def _imagenet_spec(
-    name: str,
-    feature_dim: int,
-    role: Role,
-    input_size: int = 224,
-    timm_kwargs: tuple[tuple[str, Any], ...] = (),
-) -> ModelSpec:
-    return ModelSpec(
-        name=name,
-        timm_name=name,
-        feature_dim=feature_dim,
-        input_size=input_size,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        role=role,
-        timm_kwargs=timm_kwargs,
-    )
-
-
-# DINOv2 is trained at 518 px; dynamic size + padding lets it run at any training resolution.
-_VIT_ANY_SIZE = (("dynamic_img_size", True), ("dynamic_img_pad", True))
-
-TEACHERS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        _imagenet_spec("resnet50", 2048, "teacher"),
-        _imagenet_spec("resnet18", 512, "teacher"),
-        _imagenet_spec("efficientnet_b0", 1280, "teacher"),
-        _imagenet_spec("vit_small_patch14_dinov2", 384, "teacher", 518, _VIT_ANY_SIZE),
-        _imagenet_spec("convnext_tiny", 768, "teacher"),
-    )
-}
-
-STUDENTS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        _imagenet_spec("resnet18", 512, "student"),
-        _imagenet_spec("mobilenetv3_large_100", 1280, "student"),
-        _imagenet_spec("efficientnet_b0", 1280, "student"),
-    )
-}
 
 
 def backbone_feature_dim(backbone: nn.Module) -> int:
@@ -130,19 +69,6 @@ def resolve_spec(name_or_spec: str | ModelSpec, role: Role) -> ModelSpec:
         std=(float(std[0]), float(std[1]), float(std[2])),
         role=role,
     )
-
-
-def expected_weight_paths(name: str, weights_dir: Path | str) -> list[Path]:
-    """Where ``find_weights`` looks, in order: ``<dir>/<name>.safetensors`` then ``.pth``."""
-    return [Path(weights_dir) / f"{name}{suffix}" for suffix in WEIGHT_SUFFIXES]
-
-
-def find_weights(name: str, weights_dir: Path | str) -> Path | None:
-    """The first existing file among ``expected_weight_paths(name, weights_dir)``, else None."""
-    for path in expected_weight_paths(name, weights_dir):
-        if path.is_file():
-            return path
-    return None
 
 
 def hub_cache_dir() -> Path:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.jobs.models import JobStatus
-from app.teachers.catalog import ZOO_STUDENTS
+from foprokd.catalog import STUDENTS
 
 # The engine's methods (foprokd.trainer.METHODS, kept equal by a unit test): the API must not
 # import torch, and a Literal gives a clear 422 and an enum in the OpenAPI schema.
@@ -83,8 +83,8 @@ class JobCreate(BaseModel):
     @field_validator("student")
     @classmethod
     def _known_student(cls, value: str) -> str:
-        if value not in ZOO_STUDENTS:
-            raise ValueError(f"unknown student {value!r}; choose one of {sorted(ZOO_STUDENTS)}")
+        if value not in STUDENTS:
+            raise ValueError(f"unknown student {value!r}; choose one of {sorted(STUDENTS)}")
         return value
 
 

@@ -22,10 +22,10 @@ from app.jobs.dispatch import enqueue_job
 from app.jobs.models import Job, JobEvent, JobStatus
 from app.jobs.schemas import EpochPoint, JobCreate, JobEventOut, JobMetricsOut, JobOut
 from app.jobs.state import EventKind, add_event, check_transition, forget_cached_job, transition
-from app.teachers.catalog import expected_weight_paths, find_zoo_weights
 from app.teachers.service import resolve_teacher
 from app.teams.models import Role
 from app.teams.service import Principal
+from foprokd.catalog import expected_weight_paths, find_weights
 
 
 class DatasetNotReady(InvalidInput):
@@ -59,7 +59,7 @@ def _check_models(session: Session, team_id: str, body: JobCreate, settings: Set
         settings=settings,
     )
     assert settings.weights_dir is not None  # Settings fills it from the data dir
-    if random_ok or find_zoo_weights(body.student, settings.weights_dir) is not None:
+    if random_ok or find_weights(body.student, settings.weights_dir) is not None:
         return
     expected = expected_weight_paths(body.student, settings.weights_dir)
     raise StudentWeightsMissing(

@@ -1,11 +1,9 @@
 """Inference with a job's exported ``student.onnx`` inside the API: onnxruntime, never torch.
 
 Images are prepared exactly as the engine prepared its training and test images
-(``foprokd.data.load_rgb`` + ``to_unit_float``): EXIF orientation applied, palette transparency
-resolved, converted to RGB, plain bilinear resize of the whole image to S × S, then uint8 / 255.
-The mean/std normalisation is inside the ONNX graph. The engine's module imports torch, so the
-few lines of that policy are repeated here; ``tests/unit/students/test_predict.py`` checks both
-produce the same pixels and the same probabilities.
+(``foprokd.images.to_model_rgb``, torch-free, shared with the engine's cache, then uint8 / 255).
+The mean/std normalisation is inside the ONNX graph; ``tests/unit/students/test_predict.py``
+checks the API and the engine produce the same pixels and the same probabilities.
 """
 
 from __future__ import annotations
@@ -19,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -30,9 +28,8 @@ from app.core.tenancy import get_owned
 from app.jobs.models import Job
 from app.students.models import Artifact
 from app.students.schemas import ClassScore, ImagePrediction, PredictionsOut
+from foprokd.images import RESIZE_POLICY, to_model_rgb
 
-# Must equal foprokd.data.RESIZE_POLICY (a unit test checks): the preprocessing implemented here.
-RESIZE_POLICY = "plain-resize-bilinear-antialias-v1"
 CONFIG_FORMAT = "foprokd-student"
 ONNX_NAME = "student.onnx"
 CONFIG_NAME = "config.json"
@@ -137,10 +134,7 @@ def decode_for_student(data: bytes, image_size: int, *, max_pixels: int) -> np.n
                 raise ImageUnreadable(
                     f"{raw.width}x{raw.height} pixels is above the limit of {max_pixels}."
                 )
-            image = ImageOps.exif_transpose(raw)
-            if image.mode == "P" and "transparency" in image.info:
-                image = image.convert("RGBA")
-            rgb = image.convert("RGB").resize((image_size, image_size), Image.Resampling.BILINEAR)
+            rgb = to_model_rgb(raw, image_size)
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageUnreadable(f"not a readable image ({exc}).") from exc
     pixels = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)

@@ -26,17 +26,17 @@ from app.core.queue import TaskName, get_celery
 from app.core.storage import ObjectStore
 from app.core.tenancy import get_owned, scoped, team_object_key
 from app.jobs.models import Job, JobStatus
-from app.teachers.catalog import (
-    WEIGHT_SUFFIXES,
-    ZOO_STUDENTS,
-    ZOO_TEACHERS,
-    ZooEntry,
-    expected_weight_paths,
-    find_zoo_weights,
-)
 from app.teachers.models import Teacher
 from app.teachers.schemas import WeightsCheck, ZooTeacherOut
 from app.teachers.weights_file import WeightsFileRejected, screen_weights_file
+from foprokd.catalog import (
+    STUDENTS,
+    TEACHERS,
+    WEIGHT_SUFFIXES,
+    ModelSpec,
+    expected_weight_paths,
+    find_weights,
+)
 
 # Verification builds the model on the meta device: seconds, plus fetching the file.
 VERIFY_TIMEOUT_S = 120.0
@@ -78,7 +78,7 @@ class TeacherChoice:
     input_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    num_params: int
+    num_params: int | None
     weights_path: Path | None
     weights_key: str | None
     weights_sha256: str | None
@@ -96,11 +96,11 @@ def zoo_teachers(settings: Settings) -> list[ZooTeacherOut]:
             input_size=entry.input_size,
             mean=list(entry.mean),
             std=list(entry.std),
-            weights_available=(found := find_zoo_weights(entry.name, weights_dir)) is not None,
+            weights_available=(found := find_weights(entry.name, weights_dir)) is not None,
             weights_path=str(found) if found else None,
             expected_paths=[str(p) for p in expected_weight_paths(entry.name, weights_dir)],
         )
-        for entry in ZOO_TEACHERS.values()
+        for entry in TEACHERS.values()
     ]
 
 
@@ -125,14 +125,14 @@ def resolve_teacher(
     will not load the teacher's weights (teacher-less methods, test-only random weights); the
     choice's ``weights_path`` is then None if nothing is installed.
     """
-    entry = ZOO_TEACHERS.get(name)
+    entry = TEACHERS.get(name)
     if entry is not None:
         weights_dir = _weights_dir(settings or get_settings())
         return _zoo_choice(entry, weights_dir, require_weights=require_weights)
     row = session.scalar(scoped(Teacher, team_id).where(Teacher.name == name))
     if row is None:
         raise UnknownTeacher(
-            f"Unknown teacher {name!r}. Built-in: {', '.join(sorted(ZOO_TEACHERS))}; "
+            f"Unknown teacher {name!r}. Built-in: {', '.join(sorted(TEACHERS))}; "
             "or register your own with POST /v1/teachers.",
             details={"teacher": name},
         )
@@ -151,8 +151,8 @@ def resolve_teacher(
     )
 
 
-def _zoo_choice(entry: ZooEntry, weights_dir: Path, *, require_weights: bool) -> TeacherChoice:
-    found = find_zoo_weights(entry.name, weights_dir)
+def _zoo_choice(entry: ModelSpec, weights_dir: Path, *, require_weights: bool) -> TeacherChoice:
+    found = find_weights(entry.name, weights_dir)
     if found is None and require_weights:
         expected = expected_weight_paths(entry.name, weights_dir)
         raise TeacherWeightsMissing(
@@ -230,7 +230,7 @@ def register_teacher(
             f"Teacher name {name!r} must be 1-100 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit."
         )
-    if name in ZOO_TEACHERS:
+    if name in TEACHERS:
         raise TeacherExists(f"{name!r} is a built-in teacher; pick another name.")
     if not ARCH_PATTERN.match(arch):
         raise InvalidInput(f"Architecture {arch!r} is not a timm model name (e.g. resnet50).")
@@ -317,9 +317,9 @@ def install_zoo_weights(
     The file lands as ``<weights_dir>/<name>.safetensors|.pth``; a file of the other suffix is
     removed so the engine's lookup finds the new one. Raises WeightsFileRejected or InvalidInput.
     """
-    entry = ZOO_TEACHERS.get(name) or ZOO_STUDENTS.get(name)
+    entry = TEACHERS.get(name) or STUDENTS.get(name)
     if entry is None:
-        known = sorted(set(ZOO_TEACHERS) | set(ZOO_STUDENTS))
+        known = sorted(set(TEACHERS) | set(STUDENTS))
         raise InvalidInput(f"{name!r} is not a built-in model; known: {', '.join(known)}.")
     if not source.is_file():
         raise InvalidInput(f"{source} is not a file.")

@@ -14,7 +14,6 @@ from PIL import Image
 from app.jobs.models import JobStatus
 from app.students import predict as api_predict
 from app.teams.models import Role
-from foprokd import data as engine_data
 from foprokd.data import LabelledImages, decode_image, to_unit_float
 from foprokd.trainer import predict as engine_predict
 from tests.unit.students.conftest import (
@@ -56,10 +55,6 @@ def image_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     _rgb(rng, 300, 200).save(path := folder / "large.jpg", quality=90)
     files.append(path)
     return files
-
-
-def test_resize_policy_is_the_engines() -> None:
-    assert api_predict.RESIZE_POLICY == engine_data.RESIZE_POLICY
 
 
 def test_pixels_equal_the_engines_eval_pixels(image_files: list[Path]) -> None:

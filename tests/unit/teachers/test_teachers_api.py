@@ -12,7 +12,6 @@ from fastapi.testclient import TestClient
 from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.storage import open_object_store
-from app.teachers.catalog import ZOO_TEACHERS
 from app.teachers.service import (
     TeacherWeightsMissing,
     UnknownTeacher,
@@ -20,6 +19,7 @@ from app.teachers.service import (
     verify_on_worker,
 )
 from app.teams.models import Role
+from foprokd.catalog import TEACHERS
 from tests.conftest import Service
 from tests.unit.teachers.conftest import TINY_ARCH, make_team_key
 
@@ -49,7 +49,7 @@ def stored_keys(team_id: str) -> list[str]:
 def test_zoo_lists_the_engine_teachers_and_where_weights_are(client: TestClient) -> None:
     _, headers = make_team_key("radiology")
     zoo = client.get("/v1/teachers", headers=headers).json()["zoo"]
-    assert [t["name"] for t in zoo] == list(ZOO_TEACHERS)
+    assert [t["name"] for t in zoo] == list(TEACHERS)
     resnet50 = next(t for t in zoo if t["name"] == "resnet50")
     weights_dir = get_settings().weights_dir
     assert weights_dir is not None
