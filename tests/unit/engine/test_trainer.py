@@ -370,7 +370,8 @@ def test_predict_returns_probabilities_in_order(
     assert probs.shape == (7, 2)
     assert probs.dtype == np.float32
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-6)
-    single = predict(student.classifier(), images.subset([5]), batch_size=3, device="cpu")
+    sixth = LabelledImages(images.images[5:6], images.labels[5:6], images.classes)
+    single = predict(student.classifier(), sixth, batch_size=3, device="cpu")
     assert np.allclose(single[0], probs[5], atol=1e-6)
 
 
