@@ -288,6 +288,7 @@ def run_method(
     )
     start = time.perf_counter()
     result = train(config, sets["train"], sets["val"], student, teacher, run_dir=run_dir)
+    shutil.rmtree(run_dir)  # per-epoch checkpoints only matter while the run is in progress
     probs = predict(result.student, sets["test"], batch_size=256, device=device)
     seconds = time.perf_counter() - start
     report = classification_report(
