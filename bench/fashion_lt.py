@@ -202,7 +202,7 @@ def teacher_key(settings: BenchSettings) -> str:
         "teacher_lr",
         "teacher_images",
     )
-    spec = {name: getattr(settings, name) for name in fields} | {"data_seed": DATA_SEED, "v": 1}
+    spec = {name: getattr(settings, name) for name in fields} | {"data_seed": DATA_SEED, "v": 2}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -215,6 +215,7 @@ def coarse_teacher(
         cache_dir / f"teacher-{key}.safetensors",
         cache_dir / f"teacher-{key}.json",
     )
+    seed_everything(DATA_SEED)  # the teacher's random init is part of what the key names
     backbone = resnet18(settings.teacher_channels)
     if weights.is_file() and record_path.is_file():
         backbone.load_state_dict(load_file(str(weights)))
@@ -232,7 +233,6 @@ def coarse_teacher(
     val_set = labelled(
         data.train_images[val_idx], coarse[val_idx], COARSE_CLASSES, settings.image_size
     )
-    seed_everything(DATA_SEED)
     # Cross-entropy through the engine's own trainer: a Student's fc is the coarse classifier.
     model = Student(backbone, len(COARSE_CLASSES), 64, MEAN, STD)
     config = TrainConfig(
