@@ -265,10 +265,15 @@ class _ZipReader(ArchiveReader):
         info = self._current
         if info is None or info.filename != entry.name:
             raise RuntimeError("a zip entry can only be read while it is current")
+        if info.compress_type not in _READABLE_ZIP_METHODS:
+            raise EntryUnreadable(
+                f"compression method {info.compress_type} is not supported; "
+                "re-create the zip with deflate (the default of every zip tool)"
+            )
         try:
             with self._zip.open(info) as handle:
                 data = handle.read(limit + 1)
-        except (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, OSError) as exc:
+        except (zipfile.BadZipFile, zlib.error, RuntimeError, OSError) as exc:
             raise EntryUnreadable(str(exc)) from exc
         except EOFError as exc:
             raise EntryUnreadable("the entry's compressed data ends early") from exc
@@ -278,6 +283,12 @@ class _ZipReader(ArchiveReader):
 
     def close(self) -> None:
         self._zip.close()
+
+
+# What Python's zipfile can decompress; anything else is refused by name, not by its exception.
+_READABLE_ZIP_METHODS = frozenset(
+    {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+)
 
 
 def _check_zip_entry_count(path: Path, max_entries: int) -> None:

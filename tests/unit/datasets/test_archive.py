@@ -16,6 +16,7 @@ from app.datasets.archive import (
     ArchiveFormat,
     EntryKind,
     EntryTooLarge,
+    EntryUnreadable,
     TooManyEntries,
     UnknownArchiveFormat,
     clean_entry_path,
@@ -85,6 +86,23 @@ def test_reads_stop_at_the_limit(kind: ArchiveKind, tmp_path: Path) -> None:
         entry = next(iter(reader.entries()))
         with pytest.raises(EntryTooLarge):
             reader.read(entry, 9_999)
+
+
+def test_zip_entry_with_an_unsupported_compression_method_is_refused_by_name(
+    tmp_path: Path,
+) -> None:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("a.png", b"p" * 64)
+    data = bytearray(buffer.getvalue())
+    # Method 99 (AES/unknown) in the local header (offset 8) and the central directory (offset 10).
+    data[8:10] = (99).to_bytes(2, "little")
+    central = data.index(b"PK\x01\x02")
+    data[central + 10 : central + 12] = (99).to_bytes(2, "little")
+    with open_archive(io.BytesIO(bytes(data)), scratch_dir=tmp_path) as reader:
+        entry = next(reader.entries())
+        with pytest.raises(EntryUnreadable, match="compression method 99 is not supported"):
+            reader.read(entry, 1_000)
 
 
 @pytest.mark.parametrize(
