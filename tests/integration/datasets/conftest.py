@@ -8,16 +8,11 @@ tiny archives.
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,6 +27,7 @@ from app.teams.models import Role
 from app.teams.service import create_api_key, create_team
 from tests.conftest import free_port
 from tests.support.databases import temporary_postgres_database, temporary_redis_db
+from tests.support.processes import ServiceProcess
 from tests.support.seaweed import S3Server
 
 LIMITS = {
@@ -42,38 +38,6 @@ LIMITS = {
     "FOPRO_MAX_IMAGES": "1000",
 }
 SETTLED = {"ready", "invalid"}
-
-
-@dataclass
-class ServiceProcess:
-    """A `fopro` subprocess with its log file."""
-
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @classmethod
-    def start(cls, args: list[str], env: dict[str, str], log_path: Path) -> ServiceProcess:
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", *args],
-                env={**os.environ, **env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return cls(process, log_path)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log_tail(self, chars: int = 3000) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return f"--- {self.log_path.name} ---\n{text[-chars:]}"
 
 
 @dataclass

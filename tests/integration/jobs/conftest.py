@@ -7,11 +7,8 @@ killed worker's job is reaped within seconds.
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +23,7 @@ from app.core.db import get_sessionmaker
 from app.core.migrate import upgrade
 from app.core.storage import ObjectStore, open_object_store
 from app.teams.models import Role
+from tests.support.processes import ServiceProcess
 from tests.support.seaweed import S3Server
 from tests.support.service import configure_service, reset_service_caches
 from tests.unit.jobs.ready_dataset import auth, make_team_key, put_ready_dataset
@@ -54,7 +52,7 @@ class Deployment:
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def start_worker(self) -> WorkerProcess:
-        worker = WorkerProcess.start(self.env, self.log_dir, len(self.workers))
+        worker = WorkerProcess.start_worker(self.env, self.log_dir, len(self.workers))
         self.workers.append(worker)
         return worker
 
@@ -108,34 +106,15 @@ class Deployment:
 
 
 @dataclass
-class WorkerProcess:
+class WorkerProcess(ServiceProcess):
     """One `fopro worker --queues cpu,gpu` subprocess with its own log file."""
 
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
     @classmethod
-    def start(cls, env: dict[str, str], log_dir: Path, number: int) -> WorkerProcess:
-        log_path = log_dir / f"worker-{number}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "app.cli",
-                    "worker",
-                    "--queues",
-                    "cpu,gpu",
-                    "--loglevel",
-                    "info",
-                    "--name",
-                    f"test-{number}-{secrets.token_hex(3)}@localhost",
-                ],
-                env={**os.environ, **env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return cls(process, log_path)
+    def start_worker(cls, env: dict[str, str], log_dir: Path, number: int) -> WorkerProcess:
+        name = f"test-{number}-{secrets.token_hex(3)}@localhost"
+        args = ["worker", "--queues", "cpu,gpu", "--loglevel", "info", "--name", name]
+        started = cls.start(args, env, log_dir / f"worker-{number}.log")
+        return cls(started.process, started.log_path)
 
     @property
     def pid(self) -> int:
@@ -157,19 +136,6 @@ class WorkerProcess:
     def kill9(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def log_tail(self, chars: int = 4000) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return f"--- {self.log_path.name} ---\n{text[-chars:]}"
 
 
 def pid_alive(pid: int) -> bool:
