@@ -76,7 +76,10 @@ def test_a_job_runs_to_success_with_progress_events_and_exported_students(
     assert statuses[0] in ("queued", "running")
     assert statuses[-1] == "succeeded"
     training = [p["progress"] for p in progress if p["phase"] == "training"]
-    assert {p["epoch"] for p in training} == {1, 2}, training
+    # Snapshots are sampled (~1 s) and an epoch here takes less: per-epoch coverage is asserted
+    # on the epoch events below, which are persisted rather than sampled.
+    assert training, progress
+    assert {p["epoch"] for p in training} <= {1, 2}, training
     assert all({"percent", "eta_s", "images_per_s", "losses"} <= set(p) for p in training)
     streamed = [data for name, data in messages if name == "job_event"]
     assert [e["data"]["epoch"] for e in streamed if e["kind"] == "epoch"] == [1, 2]
