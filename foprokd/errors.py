@@ -73,18 +73,32 @@ class NonFiniteLoss(EngineError):
 
 
 class TrainingOutOfMemory(EngineError):
-    """The accelerator ran out of memory at the configured batch size."""
+    """The accelerator ran out of memory at the configured batch size.
 
-    def __init__(self, batch_size: int, suggested_batch_size: int) -> None:
+    ``suggested_batch_size`` is the largest halving of ``batch_size`` that completed a probe step
+    on the same device, or None when even a batch of 2 does not fit. ``phase`` is "training" or
+    "validation" (the latter is about ``eval_batch_size``).
+    """
+
+    def __init__(
+        self, batch_size: int, suggested_batch_size: int | None, phase: str = "training"
+    ) -> None:
         self.batch_size = batch_size
         self.suggested_batch_size = suggested_batch_size
-        super().__init__(
-            f"Out of GPU memory at batch size {batch_size}. "
-            f"Retry with batch size {suggested_batch_size} or a smaller image size."
-        )
+        self.phase = phase
+        setting = "batch size" if phase == "training" else "eval batch size"
+        where = f"Out of GPU memory in {phase} at {setting} {batch_size}."
+        if suggested_batch_size is None:
+            advice = (
+                f"Even {setting} 2 does not fit: use a smaller image size, a smaller student or "
+                "teacher, or a GPU with more memory."
+            )
+        else:
+            advice = f"Retry with {setting} {suggested_batch_size} or a smaller image size."
+        super().__init__(f"{where} {advice}")
 
     def _init_args(self) -> tuple[Any, ...]:
-        return (self.batch_size, self.suggested_batch_size)
+        return (self.batch_size, self.suggested_batch_size, self.phase)
 
 
 class TrainingCancelled(EngineError):

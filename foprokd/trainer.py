@@ -11,11 +11,12 @@ after ``akd_warmup_epochs`` the FPG also plays adversary to the student).
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -474,6 +475,78 @@ def _validate(
     return loss, balanced_accuracy(cm), macro_f1(cm)
 
 
+def largest_fitting_halving(size: int, fits: Callable[[int], None]) -> int | None:
+    """After an out-of-memory error at ``size``: the largest of size/2, size/4, ... ≥ 2 (≥ 1 is
+    not useful: the projection head has BatchNorm) for which ``fits(n)`` runs without running out
+    of memory, or None. Each try starts from an emptied CUDA cache."""
+    candidate = size // 2
+    while candidate >= 2:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        try:
+            fits(candidate)
+        except torch.OutOfMemoryError:
+            candidate //= 2
+            continue
+        return candidate
+    return None
+
+
+def _train_probe(
+    distiller: Distiller,
+    optimizer: torch.optim.Optimizer,
+    train_set: LabelledImages,
+    config: TrainConfig,
+    device: torch.device,
+    *,
+    epoch: int,
+) -> Callable[[int], None]:
+    """One real training step (FPG step included) on the first ``n`` training images."""
+    cuda = device.type == "cuda"
+
+    def step(n: int) -> None:
+        index = torch.arange(min(n, len(train_set)))
+        x01 = to_unit_float(train_set.images[index].to(device))
+        if cuda and config.channels_last:
+            x01 = x01.contiguous(memory_format=torch.channels_last)
+        # A non-finite loss still means the forward pass fit; the loss is not what is probed.
+        with contextlib.suppress(NonFiniteLoss):
+            train_step(
+                distiller,
+                optimizer,
+                x01,
+                train_set.labels[index].to(device),
+                epoch=epoch,
+                global_step=0,
+                grad_clip_norm=config.grad_clip_norm,
+                autocast=cuda and config.amp,
+            )
+        if cuda:
+            torch.cuda.synchronize(device)
+
+    return step
+
+
+def _eval_probe(
+    student: Student, val_set: LabelledImages, *, config: TrainConfig, device: torch.device
+) -> Callable[[int], None]:
+    """The validation forward pass at batch size ``n`` on the first ``2n`` validation images."""
+
+    def forward(n: int) -> None:
+        count = min(2 * n, len(val_set))
+        subset = LabelledImages(val_set.images[:count], val_set.labels[:count], val_set.classes)
+        _logits(
+            student.classifier(),
+            subset,
+            batch_size=n,
+            device=device,
+            autocast=device.type == "cuda" and config.amp,
+            channels_last=device.type == "cuda" and config.channels_last,
+        )
+
+    return forward
+
+
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {
         name: value.detach().to("cpu", copy=True) for name, value in module.state_dict().items()
@@ -611,8 +684,10 @@ def train(
     steps_per_epoch = _steps_per_epoch(len(train_set), config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     run_start, steps_this_run, val_seconds, last_val_seconds = time.perf_counter(), 0, 0.0, 0.0
+    phase, epoch = "training", run.epoch
     try:
         for epoch in range(run.epoch, config.epochs):
+            phase = "training"
             distiller.train()
             epoch_start, images_seen = time.perf_counter(), 0
             sums: dict[str, float] = {}
@@ -660,7 +735,7 @@ def train(
                 )
             train_seconds = time.perf_counter() - epoch_start
 
-            val_start = time.perf_counter()
+            phase, val_start = "validation", time.perf_counter()
             val_loss, val_bacc, val_f1 = _validate(student, val_set, config=config, device=device)
             last_val_seconds = time.perf_counter() - val_start
             val_seconds += last_val_seconds
@@ -706,9 +781,15 @@ def train(
             )
             callbacks.on_checkpoint(checkpoint_path, run.epoch)
     except torch.OutOfMemoryError as exc:
-        if cuda:
-            torch.cuda.empty_cache()
-        raise TrainingOutOfMemory(config.batch_size, max(2, config.batch_size // 2)) from exc
+        # The run is over either way: the probe may leave the in-memory student mid-step, and
+        # a retry resumes from the last checkpoint on disk.
+        if phase == "validation":
+            size = config.eval_batch_size
+            fits = _eval_probe(student, val_set, config=config, device=device)
+        else:
+            size = config.batch_size
+            fits = _train_probe(distiller, optimizer, train_set, config, device, epoch=epoch)
+        raise TrainingOutOfMemory(size, largest_fitting_halving(size, fits), phase) from exc
 
     if run.best_student is not None:
         student.load_state_dict(run.best_student)

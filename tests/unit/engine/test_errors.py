@@ -34,6 +34,7 @@ def test_weights_not_found_names_the_file_to_fill_and_the_command() -> None:
         WeightsInvalid(Path("/w/x.pth"), "missing 3 keys"),
         NonFiniteLoss(17, {"loss": float("nan"), "bsm": 1.0}),
         TrainingOutOfMemory(64, 32),
+        TrainingOutOfMemory(64, None, "validation"),
         TrainingCancelled(2, 5),
         CheckpointInvalid(Path("/r/checkpoint.pt"), "other config"),
     ],

@@ -11,7 +11,12 @@ import torch
 
 from foprokd.checkpoint import load_checkpoint
 from foprokd.data import LabelledImages
-from foprokd.errors import CheckpointInvalid, NonFiniteLoss, TrainingCancelled
+from foprokd.errors import (
+    CheckpointInvalid,
+    NonFiniteLoss,
+    TrainingCancelled,
+    TrainingOutOfMemory,
+)
 from foprokd.fourier import FourierPromptLearner
 from foprokd.losses import log_class_prior
 from foprokd.student import Student
@@ -396,3 +401,61 @@ def test_bf16_autocast_step_keeps_the_fourier_path_in_float32(
     with torch.autocast("cpu", dtype=torch.bfloat16):
         prompted = prompt.generator(x)
     assert prompted.images.dtype == prompted.mask.dtype == torch.float32
+
+
+def _memory_limit(student: Student, max_batch: int) -> None:
+    """Make the student's backbone behave like a device that holds at most ``max_batch`` images."""
+
+    def check(_module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if inputs[0].shape[0] > max_batch:
+            raise torch.OutOfMemoryError(f"batch {inputs[0].shape[0]} > {max_batch}")
+
+    student.backbone.register_forward_pre_hook(check)
+
+
+@pytest.mark.parametrize(
+    ("max_batch", "suggested"),
+    [(5, 4), (1, None)],
+    ids=["probed-size", "nothing-fits"],
+)
+def test_out_of_memory_suggests_the_batch_size_a_probe_step_fits(
+    splits: tuple[LabelledImages, LabelledImages],
+    tiny_teacher: FrozenTeacher,
+    make_student: StudentFactory,
+    tmp_path: Path,
+    max_batch: int,
+    suggested: int | None,
+) -> None:
+    student = make_student(3, tiny_teacher.feature_dim)
+    _memory_limit(student, max_batch)
+    with pytest.raises(TrainingOutOfMemory) as caught:
+        train(_config("fopro_akd", batch_size=16), *splits, student, tiny_teacher, run_dir=tmp_path)
+    error = caught.value
+    assert (error.phase, error.batch_size, error.suggested_batch_size) == (
+        "training",
+        16,
+        suggested,
+    )
+    expected = "batch size 4" if suggested else "Even batch size 2 does not fit"
+    assert expected in str(error)
+
+
+def test_out_of_memory_in_validation_names_the_eval_batch_size(
+    splits: tuple[LabelledImages, LabelledImages],
+    tiny_teacher: FrozenTeacher,
+    make_student: StudentFactory,
+    tmp_path: Path,
+) -> None:
+    student = make_student(3, tiny_teacher.feature_dim)
+    _memory_limit(student, 8)  # training batches of 8 fit; validation batches of 32 do not
+    with pytest.raises(TrainingOutOfMemory) as caught:
+        train(
+            _config("ekd", eval_batch_size=32),
+            *splits,
+            student,
+            tiny_teacher,
+            run_dir=tmp_path,
+        )
+    error = caught.value
+    assert (error.phase, error.batch_size, error.suggested_batch_size) == ("validation", 32, 8)
+    assert "eval batch size 8" in str(error)
