@@ -49,7 +49,15 @@ from safetensors.torch import load_file, save_file
 from foprokd.data import LabelledImages
 from foprokd.metrics import classification_report
 from foprokd.student import Student
-from foprokd.trainer import METHODS, TrainConfig, predict, seed_everything, train
+from foprokd.trainer import (
+    METHODS,
+    EpochSummary,
+    TrainCallbacks,
+    TrainConfig,
+    predict,
+    seed_everything,
+    train,
+)
 from foprokd.zoo import FrozenTeacher
 
 DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -187,6 +195,24 @@ def student_split(
     return np.concatenate(train_idx), np.concatenate(val_idx)
 
 
+class EpochLog(TrainCallbacks):
+    """Prints one line every ``every`` epochs (and the last) so long runs show progress."""
+
+    def __init__(self, label: str, every: int = 1) -> None:
+        self.label, self.every = label, every
+
+    def on_epoch_end(self, summary: EpochSummary) -> None:
+        if summary.epoch % self.every and summary.epoch != summary.epochs:
+            return
+        print(
+            f"    {self.label} epoch {summary.epoch}/{summary.epochs}: "
+            f"val balanced acc {summary.val_balanced_accuracy:.4f} "
+            f"(best {summary.best_balanced_accuracy:.4f} @ {summary.best_epoch}), "
+            f"{summary.seconds:.0f} s/epoch",
+            flush=True,
+        )
+
+
 def resnet18(channels: Sequence[int]) -> torch.nn.Module:
     """timm ResNet-18 with the given stage widths, pooled features, random init."""
     return timm.create_model("resnet18", pretrained=False, num_classes=0, channels=tuple(channels))
@@ -246,7 +272,10 @@ def coarse_teacher(
     )
     start = time.perf_counter()
     run_dir = cache_dir / f"teacher-{key}"
-    result = train(config, train_set, val_set, model, None, run_dir=run_dir)
+    print(f"training the coarse teacher: {settings.teacher_epochs} epochs, then cached", flush=True)
+    result = train(
+        config, train_set, val_set, model, None, run_dir=run_dir, callbacks=EpochLog("teacher")
+    )
     shutil.rmtree(run_dir)  # the training checkpoint is not needed once the weights are saved
     record = {
         "key": key,
@@ -287,7 +316,15 @@ def run_method(
         distill_weight=settings.distill_weight,
     )
     start = time.perf_counter()
-    result = train(config, sets["train"], sets["val"], student, teacher, run_dir=run_dir)
+    result = train(
+        config,
+        sets["train"],
+        sets["val"],
+        student,
+        teacher,
+        run_dir=run_dir,
+        callbacks=EpochLog(method, every=5),
+    )
     shutil.rmtree(run_dir)  # per-epoch checkpoints only matter while the run is in progress
     probs = predict(result.student, sets["test"], batch_size=256, device=device)
     seconds = time.perf_counter() - start
