@@ -21,6 +21,7 @@ from app.core.db import session_scope
 from app.core.queue import TaskName
 from app.jobs.reaper import ReapReport, reap_expired_leases
 from workers.celery_app import celery_app
+from workers.training import sweep_run_dirs
 
 log = logging.getLogger("fopro.reaper")
 
@@ -28,11 +29,15 @@ _stop = threading.Event()
 
 
 def sweep() -> ReapReport:
-    """One reaper pass in its own transaction(s)."""
+    """One reaper pass in its own transaction(s), then this machine's dead runs' scratch."""
     with session_scope() as session:
         report = reap_expired_leases(session)
     if report.requeued or report.failed or report.cancelled:
         log.warning("reaper: %s", report)
+    with session_scope() as session:
+        removed = sweep_run_dirs(session, get_settings())
+    if removed:
+        log.warning("reaper: removed scratch of finished runs: %s", [p.name for p in removed])
     return report
 
 

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from datetime import timedelta
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -92,6 +93,48 @@ def _dataset_still_usable(session: Session, job_id: str) -> bool:
     return False
 
 
+def run_dir_for(settings: Settings, job_id: str, owner: str) -> Path:
+    """The scratch folder of one run: ``<data dir>/work/<job id>-<owner's unique part>``."""
+    return settings.data_dir / "work" / f"{job_id}-{owner.rsplit(':', 1)[-1]}"
+
+
+def sweep_run_dirs(session: Session, settings: Settings) -> list[Path]:
+    """Remove scratch folders of runs that are over: their supervisor was killed (``kill -9``,
+    a lost machine) before it could clean up. A folder stays while its job is running under the
+    lease owner that made it; anything else in ``work/`` is left alone. Returns what was removed.
+
+    The folders are listed before the jobs are read, and a run's lease owner is in the database
+    before its folder is made, so a run that starts meanwhile is never mistaken for a dead one.
+    """
+    work = settings.data_dir / "work"
+    if not work.is_dir():
+        return []
+    candidates: dict[str, list[tuple[Path, str]]] = {}
+    for path in work.iterdir():
+        job_id, sep, suffix = path.name.rpartition("-")
+        if path.is_dir() and not path.is_symlink() and sep and job_id.startswith("job_"):
+            candidates.setdefault(job_id, []).append((path, suffix))
+    if not candidates:
+        return []
+    live = {
+        job_id: owner
+        for job_id, owner in session.execute(
+            select(Job.id, Job.lease_owner).where(
+                Job.id.in_(candidates), Job.status == JobStatus.running
+            )
+        )
+        if owner is not None
+    }
+    removed = []
+    for job_id, runs in candidates.items():
+        for path, suffix in runs:
+            if job_id in live and live[job_id].rsplit(":", 1)[-1] == suffix:
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How supervision ended: the child's exit code and what the supervisor had to do."""
@@ -112,7 +155,7 @@ class Supervisor:
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.heartbeat_s = float(settings.heartbeat_seconds)
         # One folder per run (owner-unique): removed here however the child ends.
-        self.run_dir = settings.data_dir / "work" / f"{job_id}-{owner.rsplit(':', 1)[-1]}"
+        self.run_dir = run_dir_for(settings, job_id, owner)
 
     def start_child(self) -> BaseProcess:
         from workers.distillation import run_in_child
