@@ -19,6 +19,8 @@ from celery.signals import worker_ready, worker_shutdown
 from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.queue import TaskName
+from app.core.storage import open_object_store
+from app.datasets.service import expire_direct_uploads
 from app.jobs.reaper import ReapReport, reap_expired_leases
 from workers.celery_app import celery_app
 from workers.training import sweep_run_dirs
@@ -29,15 +31,21 @@ _stop = threading.Event()
 
 
 def sweep() -> ReapReport:
-    """One reaper pass in its own transaction(s), then this machine's dead runs' scratch."""
+    """One reaper pass in its own transaction(s); then this machine's dead runs' scratch and
+    direct uploads never completed."""
     with session_scope() as session:
         report = reap_expired_leases(session)
     if report.requeued or report.failed or report.cancelled:
         log.warning("reaper: %s", report)
+    settings = get_settings()
     with session_scope() as session:
-        removed = sweep_run_dirs(session, get_settings())
+        removed = sweep_run_dirs(session, settings)
     if removed:
         log.warning("reaper: removed scratch of finished runs: %s", [p.name for p in removed])
+    with session_scope() as session:
+        expired = expire_direct_uploads(session, open_object_store(settings))
+    if expired:
+        log.warning("reaper: expired direct uploads never completed: %s", expired)
     return report
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -52,6 +52,8 @@ log = logging.getLogger("fopro.datasets")
 
 # Presigned part URLs must outlive a multi-GB upload on a hospital uplink.
 DIRECT_UPLOAD_TTL = timedelta(hours=24)
+# A dataset 'deleting' for this long lost its DELETE to a store outage: the reaper finishes it.
+STUCK_DELETE_AFTER = timedelta(hours=1)
 MIN_PART_BYTES = 8 * 1024 * 1024
 MAX_PARTS = 10_000
 _MIB = 1024 * 1024
@@ -352,9 +354,8 @@ def delete_dataset(session: Session, store: ObjectStore, dataset: Dataset) -> No
             f"{', '.join(jobs[:10])}. Wait for them to finish or cancel them, then delete it.",
             details={"jobs": jobs},
         )
-    upload = (
-        dataset.options.get("upload") if dataset.status == DatasetStatus.uploading.value else None
-    )
+    # Present until the upload completes, so a retried delete of one still aborts it.
+    upload = dataset.options.get("upload")
     dataset.status = DatasetStatus.deleting.value
     session.commit()
     try:
@@ -375,6 +376,40 @@ def delete_dataset(session: Session, store: ObjectStore, dataset: Dataset) -> No
         dataset.archive_key = None
         dataset.manifest_key = None
     session.commit()
+
+
+def expire_direct_uploads(
+    session: Session, store: ObjectStore, *, now: datetime | None = None
+) -> list[str]:
+    """Delete direct uploads never completed within ``DIRECT_UPLOAD_TTL`` (their part URLs have
+    expired, so they cannot be): abort the S3 multipart upload, whose parts would otherwise hold
+    storage forever, and remove the row. Also finishes deletions left ``deleting`` for over
+    ``STUCK_DELETE_AFTER`` because the store was down (an expiry the store refuses ends there
+    too). Returns the ids dealt with."""
+    now = now or utcnow()
+    stale = session.scalars(
+        select(Dataset)
+        .where(
+            (
+                (Dataset.status == DatasetStatus.uploading.value)
+                & (Dataset.created_at < now - DIRECT_UPLOAD_TTL)
+            )
+            | (
+                (Dataset.status == DatasetStatus.deleting.value)
+                & (Dataset.updated_at < now - STUCK_DELETE_AFTER)
+            )
+        )
+        .order_by(Dataset.created_at)
+    ).all()
+    done = []
+    for dataset in stale:
+        try:
+            delete_dataset(session, store, dataset)
+        except ServiceUnavailable:
+            log.warning("dataset %s: deletion failed, retried later", dataset.id, exc_info=True)
+            continue
+        done.append(dataset.id)
+    return done
 
 
 def manifest_key(dataset: Dataset) -> str:

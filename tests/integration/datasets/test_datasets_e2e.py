@@ -11,12 +11,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import httpx
 import numpy as np
 import pytest
 
+from app.core.db import utcnow
+from app.core.storage import MultipartUploadInvalid
+from app.datasets.models import Dataset
+from app.datasets.service import DIRECT_UPLOAD_TTL
 from app.jobs.models import Job
 from foprokd.synthetic import (
     Member,
@@ -226,3 +232,36 @@ def test_direct_multipart_upload_to_s3(deployment: Deployment) -> None:
     assert dataset["status"] == "ready", dataset["problems"]
     assert dataset["archive_bytes"] == len(data)
     assert dataset["content_sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_direct_upload_never_completed_is_expired_by_the_workers_reaper(
+    deployment: Deployment,
+) -> None:
+    if deployment.name == "embedded":
+        pytest.skip("direct uploads need S3 (the embedded store answers 501, tested above)")
+    data = b"\x1f\x8b" + bytes(100)  # never validated: only the part matters
+    plan = deployment.request(
+        "POST", "/v1/datasets/uploads", json={"name": "abandoned", "size": len(data)}
+    ).json()
+    with httpx.Client(timeout=60) as s3:
+        put = s3.put(plan["parts"][0]["url"], content=data)
+    assert put.status_code == 200, put.text
+    row = deployment.session.get(Dataset, plan["dataset_id"])
+    assert row is not None
+    upload_id, key = row.options["upload"]["id"], row.archive_key
+    assert key is not None
+    row.created_at = utcnow() - DIRECT_UPLOAD_TTL - timedelta(minutes=1)  # as if a day passed
+    deployment.session.commit()
+
+    # The worker's reaper sweeps every heartbeat (10 s by default).
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if deployment.request("GET", f"/v1/datasets/{plan['dataset_id']}").status_code == 404:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"the abandoned upload was not expired\n{deployment.logs()}")
+    # The multipart upload was aborted: its parts are gone and it can no longer be completed.
+    with pytest.raises(MultipartUploadInvalid):
+        deployment.store.complete_multipart_upload(key, upload_id, [(1, put.headers["ETag"])])
+    assert deployment.objects(plan["dataset_id"]) == []

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from app.core.config import get_settings
-from app.core.db import session_scope
+from app.core.db import session_scope, utcnow
 from app.core.storage import ObjectStore
 from app.datasets.models import Dataset, DatasetStatus
+from app.datasets.service import expire_direct_uploads
 from app.jobs.models import Job, JobStatus
 from foprokd.synthetic import archive_bytes, sample_dataset
 from tests.conftest import Service
@@ -316,3 +318,28 @@ def test_dataset_of_finished_jobs_keeps_a_deleted_record(
     assert client.get("/v1/datasets", headers=team.auth()).json()["total"] == 0
     assert client.get("/v1/datasets?status=deleted", headers=team.auth()).json()["total"] == 1
     assert upload(client, team)["http"] == 202  # the name is free again
+
+
+def test_a_delete_stuck_by_a_store_outage_is_finished_by_the_sweep(
+    client: TestClient, team: Team, store: ObjectStore
+) -> None:
+    other = archive_bytes(sample_dataset(head=6, imbalance=2, classes=3, seed=1).members, "zip")
+    stuck = upload(client, team, name="stuck")
+    recent = upload(client, team, name="recent", data=other)
+    for created in (stuck, recent):
+        ingest_dataset(created["id"])
+    now = utcnow()
+    with session_scope() as session:
+        # As a DELETE leaves them when the store fails after the row was marked: one an hour
+        # and a half ago, one that may still be in progress.
+        for created, age in ((stuck, timedelta(minutes=90)), (recent, timedelta(minutes=5))):
+            row = session.get(Dataset, created["id"])
+            assert row is not None
+            row.status, row.updated_at = DatasetStatus.deleting.value, now - age
+    recent_keys = [key for key in stored_keys(store, team) if recent["id"] in key]
+
+    with session_scope() as session:
+        assert expire_direct_uploads(session, store, now=now) == [stuck["id"]]
+
+    assert stored_keys(store, team) == recent_keys
+    assert [row.id for row in dataset_rows(team)] == [recent["id"]]
