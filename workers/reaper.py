@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import timedelta
 from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
@@ -33,11 +34,13 @@ _stop = threading.Event()
 def sweep() -> ReapReport:
     """One reaper pass in its own transaction(s); then this machine's dead runs' scratch and
     direct uploads never completed."""
+    settings = get_settings()
     with session_scope() as session:
-        report = reap_expired_leases(session)
+        report = reap_expired_leases(
+            session, resend_after=timedelta(seconds=settings.resend_after_seconds)
+        )
     if report.requeued or report.failed or report.cancelled:
         log.warning("reaper: %s", report)
-    settings = get_settings()
     with session_scope() as session:
         removed = sweep_run_dirs(session, settings)
     if removed:

@@ -5,7 +5,7 @@ training in a child made with ``multiprocessing.get_context("spawn")``, so CUDA 
 only in the child and all its GPU memory is freed when it exits. While the child trains, this
 process heart-beats the lease every ``heartbeat_seconds``. It kills the child when
 
-* the job's cancel was requested and the child has not stopped ``CANCEL_GRACE_S`` later,
+* the job's cancel was requested and the child has not stopped ``cancel_grace_seconds`` later,
 * the lease is gone (the reaper gave the job away, or it finished elsewhere), or
 * no heartbeat succeeded for a whole lease period (the database is unreachable: we cannot prove
   that we still hold the job, and the same job must never train in two places).
@@ -47,7 +47,6 @@ from workers.failures import describe_exit
 
 log = logging.getLogger("fopro.training")
 
-CANCEL_GRACE_S = 30.0
 # A child that has settled its job only cleans up; if it hangs there, it is killed.
 FINISH_GRACE_S = 30.0
 CHILD_POLL_S = 0.5
@@ -154,6 +153,7 @@ class Supervisor:
         self.owner = owner
         self.lease = timedelta(seconds=settings.lease_seconds)
         self.heartbeat_s = float(settings.heartbeat_seconds)
+        self.cancel_grace_s = float(settings.cancel_grace_seconds)
         # One folder per run (owner-unique): removed here however the child ends.
         self.run_dir = run_dir_for(settings, job_id, owner)
 
@@ -206,7 +206,7 @@ class Supervisor:
                     log.error("job %s: no heartbeat for a whole lease; stopping", self.job_id)
                     self._kill(child)
                     return Outcome(child.exitcode, "killed_lease_lost")
-            if cancel_seen is not None and now - cancel_seen > CANCEL_GRACE_S:
+            if cancel_seen is not None and now - cancel_seen > self.cancel_grace_s:
                 self._kill(child)
                 self._force_cancel()
                 return Outcome(child.exitcode, "killed_after_cancel")
@@ -233,8 +233,8 @@ class Supervisor:
                 target=JobStatus.cancelled,
                 lease_owner=self.owner,
                 message=(
-                    f"Cancelled; the training process did not stop within {CANCEL_GRACE_S:.0f} s "
-                    "and was killed."
+                    "Cancelled; the training process did not stop within "
+                    f"{self.cancel_grace_s:.0f} s and was killed."
                 ),
             )
 

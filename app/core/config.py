@@ -62,6 +62,12 @@ class Settings(BaseSettings):
     lease_seconds: int = Field(default=60, ge=5)
     heartbeat_seconds: int = Field(default=10, ge=1)
     max_attempts: int = Field(default=3, ge=1, le=100)
+    # After a cancel request, how long a training process gets to stop on its own before it is
+    # killed (it stops at the next step; a slow checkpoint upload can take a while).
+    cancel_grace_seconds: int = Field(default=30, ge=1)
+    # A queued job no worker picked up is sent to the broker again after this long (a broker
+    # that lost the message: Redis without persistence, restarted).
+    resend_after_seconds: int = Field(default=1800, ge=60)
 
     @model_validator(mode="after")
     def _fill_defaults_and_check(self) -> Self:

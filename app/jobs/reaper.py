@@ -22,6 +22,7 @@ from app.jobs.models import Job, JobStatus
 NEVER_SENT_GRACE = timedelta(seconds=10)
 # A queued job sent this long ago and still unclaimed may have lost its message (a worker died
 # between receiving and claiming it); resending is safe because only one claim can win.
+# Workers pass FOPRO_RESEND_AFTER_SECONDS; this is its default.
 RESEND_AFTER = timedelta(minutes=30)
 LEASE_EXPIRED = "its worker stopped heart-beating and the lease expired"
 

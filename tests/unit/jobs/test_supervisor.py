@@ -11,7 +11,6 @@ import time
 from datetime import timedelta
 from multiprocessing.process import BaseProcess
 
-import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -19,7 +18,6 @@ from app.core.config import get_settings
 from app.jobs.lease import claim_job
 from app.jobs.models import Job, JobEvent, JobStatus
 from tests.unit.jobs.conftest import Team, add_job
-from workers import training
 from workers.training import Supervisor
 
 OWNER = "host:1:abc"
@@ -32,9 +30,9 @@ def sleeping_child() -> BaseProcess:
     return child
 
 
-def supervisor(job_id: str) -> Supervisor:
-    settings = get_settings().model_copy(update={"heartbeat_seconds": 1, "lease_seconds": 30})
-    return Supervisor(job_id, OWNER, settings)
+def supervisor(job_id: str, **settings_values: object) -> Supervisor:
+    update = {"heartbeat_seconds": 1, "lease_seconds": 30, **settings_values}
+    return Supervisor(job_id, OWNER, get_settings().model_copy(update=update))
 
 
 def running(session: Session, team: Team, **values: object) -> Job:
@@ -86,13 +84,12 @@ def test_a_child_that_keeps_dying_fails_the_job_on_its_last_attempt(
 
 
 def test_a_child_ignoring_cancel_is_killed_after_the_grace_period(
-    session: Session, team: Team, monkeypatch: pytest.MonkeyPatch
+    session: Session, team: Team
 ) -> None:
-    monkeypatch.setattr(training, "CANCEL_GRACE_S", 1.0)
     job = running(session, team, cancel_requested=True)
     child = sleeping_child()
 
-    outcome = supervisor(job.id)._supervise(child)
+    outcome = supervisor(job.id, cancel_grace_seconds=1)._supervise(child)
 
     assert outcome.action == "killed_after_cancel"
     assert not child.is_alive()
