@@ -6,7 +6,6 @@ from a local file, a weights directory or an already-populated Hugging Face cach
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -26,6 +25,7 @@ from foprokd.catalog import (
     ModelSpec,
     Role,
     expected_weight_paths,
+    find_hub_cache_file,
     find_weights,
 )
 from foprokd.errors import WeightsInvalid, WeightsNotFound
@@ -68,15 +68,8 @@ def resolve_spec(name_or_spec: str | ModelSpec, role: Role) -> ModelSpec:
         mean=(float(mean[0]), float(mean[1]), float(mean[2])),
         std=(float(std[0]), float(std[1]), float(std[2])),
         role=role,
+        hf_hub_id=cfg.hf_hub_id if cfg is not None else None,
     )
-
-
-def hub_cache_dir() -> Path:
-    """The Hugging Face hub cache, honouring HF_HUB_CACHE and HF_HOME like huggingface_hub does."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    hf_home = os.environ.get("HF_HOME") or os.path.join(Path.home(), ".cache", "huggingface")
-    return Path(hf_home) / "hub"
 
 
 def find_hub_cache_weights(timm_name: str, cache_dir: Path | None = None) -> Path | None:
@@ -84,17 +77,7 @@ def find_hub_cache_weights(timm_name: str, cache_dir: Path | None = None) -> Pat
     cfg = timm.models.get_pretrained_cfg(timm_name)
     if cfg is None or not cfg.hf_hub_id:
         return None
-    repo_dir = (cache_dir or hub_cache_dir()) / ("models--" + cfg.hf_hub_id.replace("/", "--"))
-    ref = repo_dir / "refs" / "main"
-    if ref.is_file():
-        snapshots = [repo_dir / "snapshots" / ref.read_text().strip()]
-    else:
-        snapshots = sorted((repo_dir / "snapshots").glob("*"))
-    for snapshot in snapshots:
-        for filename in ("model.safetensors", "pytorch_model.bin"):
-            if (snapshot / filename).is_file():
-                return snapshot / filename
-    return None
+    return find_hub_cache_file(cfg.hf_hub_id, cache_dir)
 
 
 def load_state_dict_file(path: Path | str) -> dict[str, torch.Tensor]:

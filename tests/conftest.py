@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +16,11 @@ from tests.support.service import configure_service, reset_service_caches
 
 pytest_plugins = ["tests.support.seaweed"]
 
-# Tests never use a developer's own data dir or secrets by accident.
+# Tests never use a developer's own data dir or secrets by accident, nor their Hugging Face
+# cache: weights found there would change what the weights-missing tests expect.
 for _name in [n for n in os.environ if n.startswith("FOPRO_")]:
     del os.environ[_name]
+os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="fopro-tests-empty-hf-hub-")
 
 
 def free_port() -> int:

@@ -21,6 +21,7 @@ from app.teachers.service import (
 from app.teams.models import Role
 from foprokd.catalog import TEACHERS
 from tests.conftest import Service
+from tests.support.hub_cache import fill_hub_cache
 from tests.unit.teachers.conftest import TINY_ARCH, make_team_key
 
 
@@ -75,6 +76,18 @@ def test_zoo_lists_the_engine_teachers_and_where_weights_are(client: TestClient)
     resnet50 = next(t for t in zoo if t["name"] == "resnet50")
     assert resnet50["weights_available"] is True
     assert resnet50["weights_path"] == str(weights_dir / "resnet50.pth")
+
+
+def test_zoo_weights_in_the_offline_hub_cache_count_as_installed(
+    client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    _, headers = make_team_key("pathology")
+    cached = fill_hub_cache(tmp_path / "hub", "timm/efficientnet_b0.ra_in1k")
+    zoo = {t["name"]: t for t in client.get("/v1/teachers", headers=headers).json()["zoo"]}
+    assert zoo["efficientnet_b0"]["weights_available"] is True
+    assert zoo["efficientnet_b0"]["weights_path"] == str(cached)
+    assert zoo["resnet50"]["weights_available"] is False
 
 
 @pytest.mark.parametrize("kind", ["safetensors", "pth"])
