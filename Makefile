@@ -43,5 +43,9 @@ integration: $(DEV_STAMP) services
 services:
 	scripts/ensure-services.sh
 
+## bench-fashion: every method on Fashion-MNIST-LT, 3 seeds (needs dataset-fashion-mnist)
+bench-fashion: $(DEV_STAMP)
+	$(PY) -m bench.fashion_lt --seeds 0 1 2
+
 clean:
 	rm -rf $(VENV) .fopro .mypy_cache .ruff_cache .pytest_cache
