@@ -72,6 +72,12 @@ def test_quick_run_reports_every_method(data_dir: Path, tmp_path: Path) -> None:
     for row in results["runs"]:
         assert 0.0 <= row["test_balanced_accuracy"] <= 1.0
         assert row["few_shot_classes"]  # the smallest classes are few-shot at n_max 40
+        fpg = row["fpg_diagnostics"]
+        if row["method"] in ("fopro", "fopro_akd"):
+            assert 0.0 < fpg["mask_mean_abs_gain"] <= fpg["mask_max_abs_gain"] <= 0.5  # α
+            assert -1.0 <= fpg["teacher_cosine_prompted_vs_raw"] <= 1.0
+        else:
+            assert fpg is None
     assert 0.0 <= results["teacher_linear_probe"]["0"] <= 1.0
     assert "| fopro_akd |" in results["table"]
     # The teacher is kept on disk under a key of what changes its weights, for later runs.
