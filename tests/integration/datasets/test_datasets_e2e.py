@@ -1,9 +1,11 @@
 """Archives uploaded over HTTP to a real `fopro serve`, validated by a real worker process, on the
 S3 deployment (PostgreSQL, Redis, SeaweedFS) and the embedded one (SQLite, local objects).
 
-Good archives become ``ready`` with exact class counts; a representative attack or mistake of each
-kind ends ``invalid`` with a problem naming the entry and no object left behind (every single
-attack is covered against the validator itself in tests/unit/datasets/test_validation.py).
+Good archives become ``ready`` with exact class counts; every attack and mistake issue 4 lists has
+its own test here and ends ``invalid`` with a problem naming the entry and no object left behind
+(or 4xx at upload for the upload size limit; or ``ready`` with a warning where the issue asks for a
+warning). Variants of each (every archive kind, message wording) are covered against the validator
+itself in tests/unit/datasets/test_validation.py.
 """
 
 from __future__ import annotations
@@ -54,6 +56,19 @@ def assert_invalid_naming(
     assert deployment.objects(dataset["id"]) == []
 
 
+def labels_csv(members: list[Member], extra: bytes = b"", skip: str = "") -> Member:
+    """A CSV manifest (image,label) listing ``members`` (their folder is the label), less ``skip``,
+    then the raw ``extra`` lines."""
+    rows = "".join(f"{m.name},{m.name.split('/')[0]}\n" for m in members if m.name != skip).encode()
+    return Member("labels.csv", b"image,label\n" + rows + extra)
+
+
+def noise(nbytes: int, levels: int = 256, seed: int = 0) -> bytes:
+    """Random bytes; ``levels`` < 256 makes them compress (about log2(levels) bits per byte)."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, levels, nbytes, dtype=np.uint8).tobytes()
+
+
 def test_good_zip_becomes_ready_with_exact_counts(deployment: Deployment) -> None:
     sample = sample_dataset(classes=4, head=16, imbalance=5, seed=1, root="hospital-export")
     data = archive_bytes(sample.members, "zip")
@@ -96,6 +111,46 @@ def test_symlink_ends_invalid(deployment: Deployment) -> None:
     assert_invalid_naming(deployment, data, "class_00/shadow.png", "link", "a.zip")
 
 
+def test_absolute_path_ends_invalid(deployment: Deployment) -> None:
+    data = archive_bytes([*small_set(), Member("/etc/cron.d/x.png", b"x")], "tar")
+    assert_invalid_naming(deployment, data, "/etc/cron.d/x.png", "absolute_path", "a.tar")
+
+
+def test_hardlink_ends_invalid(deployment: Deployment) -> None:
+    link = Member("class_01/copy.png", kind="hardlink", target="class_00/img_0000.png")
+    data = archive_bytes([*small_set(), link], "tar")
+    assert_invalid_naming(deployment, data, "class_01/copy.png", "link", "a.tar")
+
+
+@pytest.mark.parametrize("kind", ["chardev", "fifo"])
+def test_device_or_fifo_ends_invalid(deployment: Deployment, kind: str) -> None:
+    device = Member("class_00/dev.png", kind=kind)  # type: ignore[arg-type]
+    data = archive_bytes([*small_set(), device], "tar.gz")
+    assert_invalid_naming(deployment, data, "class_00/dev.png", "special_file", "a.tgz")
+
+
+def test_entry_over_the_per_file_limit_ends_invalid(deployment: Deployment) -> None:
+    big = Member("class_01/scan.png", noise(2_100_000))  # limit: 2 000 000 bytes
+    data = archive_bytes([*small_set(), big], "zip")
+    assert_invalid_naming(deployment, data, "class_01/scan.png", "file_too_large", "a.zip")
+
+
+def test_archive_over_the_total_uncompressed_limit_ends_invalid(deployment: Deployment) -> None:
+    # 3 × 1.9 MB of notes that gzip 4:1 (under the ratio limit): a 1.5 MB upload that unpacks
+    # past the 4 MB total; the third is the first entry beyond it.
+    notes = [Member(f"class_00/notes_{n}.txt", noise(1_900_000, 4, seed=n)) for n in range(3)]
+    data = archive_bytes([*small_set(), *notes], "tar.gz")
+    assert len(data) < 4_000_000
+    assert_invalid_naming(deployment, data, "class_00/notes_2.txt", "total_too_large", "a.tgz")
+
+
+def test_more_files_than_the_limit_ends_invalid(deployment: Deployment) -> None:
+    members = small_set()
+    extra = [Member(f"class_00/note_{n:04d}.txt", b"x") for n in range(1001 - len(members))]
+    data = archive_bytes([*members, *extra], "tar")  # 1001 entries, the limit is 1000
+    assert_invalid_naming(deployment, data, extra[-1].name, "too_many_files", "a.tar")
+
+
 def test_zip_bomb_ends_invalid(deployment: Deployment) -> None:
     bomb = Member("class_01/bomb.png", b"\0" * 1_500_000)
     data = archive_bytes([*small_set(), bomb], "zip")
@@ -114,6 +169,59 @@ def test_corrupt_image_ends_invalid(deployment: Deployment) -> None:
     sample = sample_dataset(classes=3, head=6, imbalance=3, corrupt=1)
     data = archive_bytes(sample.members, "zip")
     assert_invalid_naming(deployment, data, sample.corrupt[0], "truncated_image", "a.zip")
+
+
+def test_undecodable_image_ends_invalid(deployment: Deployment) -> None:
+    fake = Member("class_01/fake.jpg", b"this is not a jpeg at all")
+    data = archive_bytes([*small_set(), fake], "zip")
+    assert_invalid_naming(deployment, data, "class_01/fake.jpg", "not_decodable", "a.zip")
+
+
+def test_non_image_files_are_ignored_with_a_warning(deployment: Deployment) -> None:
+    sample = small_set()
+    notes = Member("class_00/notes.txt", b"seen by dr. x")
+    dataset = deployment.upload_and_settle(archive_bytes([*sample, notes], "zip"), "a.zip")
+    assert dataset["status"] == "ready", dataset["problems"]
+    assert {"entry": "class_00/notes.txt", "code": "ignored_file"} in [
+        {"entry": w["entry"], "code": w["code"]} for w in dataset["warnings"]
+    ]
+    assert dataset["num_images"] == len(sample)
+
+
+def test_non_image_named_by_the_manifest_ends_invalid(deployment: Deployment) -> None:
+    images = small_set()
+    report = Member("class_00/report.pdf", b"%PDF-1.4")
+    members = [*images, report, labels_csv([*images, report])]
+    data = archive_bytes(members, "tar.gz")
+    assert_invalid_naming(deployment, data, "class_00/report.pdf", "not_an_image", "a.tgz")
+
+
+def test_labels_csv_missing_a_file_ends_invalid(deployment: Deployment) -> None:
+    images = small_set()
+    data = archive_bytes([*images, labels_csv(images, skip=images[4].name)], "zip")
+    assert_invalid_naming(deployment, data, images[4].name, "unlisted_file", "a.zip")
+
+
+def test_label_with_a_single_image_ends_invalid(deployment: Deployment) -> None:
+    rng = np.random.default_rng(4)
+    only = Member("class_09/only.png", encode_image(texture_image(3, 4, rng)))
+    data = archive_bytes([*small_set(), only], "zip")
+    assert_invalid_naming(deployment, data, "class_09/only.png", "too_few_images", "a.zip")
+
+
+def test_labels_csv_that_is_not_utf8_ends_invalid(deployment: Deployment) -> None:
+    images = small_set()
+    latin1 = f"{images[0].name},Läsion\n".encode("latin-1")
+    data = archive_bytes([*images, labels_csv(images[1:], extra=latin1)], "zip")
+    # Header, 10 listed images, then the Latin-1 line: line 12.
+    assert_invalid_naming(deployment, data, "labels.csv:12", "manifest_encoding", "a.zip")
+
+
+def test_malformed_labels_csv_ends_invalid(deployment: Deployment) -> None:
+    images = small_set()
+    bad = f"{images[0].name},class_00,extra\n".encode()  # a field too many on line 12
+    data = archive_bytes([*images, labels_csv(images[1:], extra=bad)], "tar")
+    assert_invalid_naming(deployment, data, "labels.csv:12", "manifest_malformed", "a.tar")
 
 
 def test_labels_csv_naming_a_missing_file_ends_invalid(deployment: Deployment) -> None:
@@ -135,16 +243,30 @@ def test_duplicate_across_classes_ends_invalid(deployment: Deployment) -> None:
     )
 
 
-def test_grayscale_and_cmyk_are_converted_with_warnings(deployment: Deployment) -> None:
+def test_duplicate_within_a_class_is_kept_once_with_a_warning(deployment: Deployment) -> None:
+    sample = small_set()
+    copy = Member("class_00/copy.png", sample[0].data)
+    dataset = deployment.upload_and_settle(archive_bytes([*sample, copy], "zip"), "a.zip")
+    assert dataset["status"] == "ready", dataset["problems"]
+    # One of the two is kept (whichever the validator met first); the warning names both.
+    (warning,) = [w for w in dataset["warnings"] if w["code"] == "duplicate_within_class"]
+    pair = {"class_00/copy.png", sample[0].name}
+    assert warning["entry"] in pair
+    assert (pair - {warning["entry"]}).pop() in warning["message"]
+    assert dataset["stats"]["class_totals"] == {"class_00": 6, "class_01": 3, "class_02": 2}
+
+
+def test_grayscale_16bit_and_cmyk_are_converted_with_warnings(deployment: Deployment) -> None:
     rng = np.random.default_rng(9)
     odd = [
         Member("class_00/gray.png", encode_image(texture_image(0, 3, rng), "PNG", "L")),
+        Member("class_02/deep.png", encode_image(texture_image(2, 3, rng), "PNG", "I;16")),
         Member("class_01/cmyk.jpg", encode_image(texture_image(1, 3, rng), "JPEG", "CMYK")),
     ]
     dataset = deployment.upload_and_settle(archive_bytes([*small_set(), *odd], "zip"), "a.zip")
     assert dataset["status"] == "ready", dataset["problems"]
     converted = {w["entry"] for w in dataset["warnings"] if w["code"] == "converted"}
-    assert converted == {"class_00/gray.png", "class_01/cmyk.jpg"}
+    assert converted == {"class_00/gray.png", "class_02/deep.png", "class_01/cmyk.jpg"}
 
 
 def test_oversize_upload_is_refused_while_streaming_and_leaves_nothing(
