@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from app.core.db import session_scope
 from app.datasets.models import Dataset, DatasetStatus
 from app.teams.models import ApiKey, Role
 from app.teams.service import create_api_key, create_team
-from tests.conftest import Service
+from tests.conftest import Service, free_port
 
 
 @pytest.fixture
@@ -56,6 +57,35 @@ def test_readyz_reports_each_dependency(client: TestClient) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200, response.text
     assert response.json()["checks"] == {"database": "ok", "broker": "ok", "store": "ok"}
+
+
+def test_readyz_answers_503_naming_the_dependency_that_fails(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import app.core.health as health
+    from app.core.queue import make_celery
+
+    dead = get_settings().model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})
+    monkeypatch.setattr(health, "get_celery", lambda: make_celery(dead))
+    response = client.get("/readyz")
+    assert response.status_code == 503, response.text
+    body = response.json()
+    assert body["checks"] == {"database": "ok", "broker": "failed", "store": "ok"}
+    assert body["error"]["code"] == "unavailable"
+    assert body["error"]["message"].startswith("Not ready: broker (")
+
+
+def test_every_v1_route_answers_401_without_a_key(client: TestClient) -> None:
+    checked = []
+    for template, operations in client.get("/openapi.json").json()["paths"].items():
+        if not template.startswith("/v1/"):
+            continue
+        path = re.sub(r"\{[^}]+\}", "x1", template)
+        for method in operations:
+            response = client.request(method.upper(), path)
+            assert response.status_code == 401, (method, template, response.text)
+            checked.append((method, template))
+    assert len(checked) >= 20  # the whole API, not a renamed prefix that matched nothing
 
 
 def test_missing_malformed_and_unknown_keys_answer_401_in_the_error_envelope(
