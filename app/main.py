@@ -15,6 +15,7 @@ from app.core.errors import ServiceError
 from app.core.health import router as health_router
 from app.datasets.router import router as datasets_router
 from app.jobs.router import router as jobs_router
+from app.students.router import links as download_links_router
 from app.students.router import router as students_router
 from app.teachers.router import router as teachers_router
 from app.teams.router import router as teams_router
@@ -89,6 +90,7 @@ def create_app() -> FastAPI:
     app.include_router(teachers_router, prefix="/v1")
     app.include_router(students_router, prefix="/v1")
     app.include_router(jobs_router, prefix="/v1")
+    app.include_router(download_links_router)  # signed links: the token is the credential
     return app
 
 

@@ -1,5 +1,10 @@
-"""``/v1/jobs/{job_id}/artifacts`` (list, download with Range or a presigned redirect) and
-``/v1/jobs/{job_id}/predict`` (the exported ONNX student, run in the API)."""
+"""``/v1/jobs/{job_id}/artifacts`` (list, download with Range or a short-lived link) and
+``/v1/jobs/{job_id}/predict`` (the exported ONNX student, run in the API).
+
+``?redirect=true`` answers 307 to a link that needs no API key and expires after
+``FOPRO_DOWNLOAD_URL_TTL_S``: a presigned URL on S3, or on a local store ``/downloads/{token}``
+served by this API and signed with ``FOPRO_SECRET_KEY`` (so a clinic device or a browser can fetch
+a student without holding the team's key)."""
 
 from __future__ import annotations
 
@@ -9,9 +14,12 @@ from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from sqlalchemy import select
 
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
-from app.core.storage import COPY_CHUNK_BYTES, content_disposition
+from app.core.errors import NotFound, ServiceError
+from app.core.security import sign_download, verify_download
+from app.core.storage import COPY_CHUNK_BYTES, ObjectStore, content_disposition
 from app.students.byte_ranges import RangeNotSatisfiable, parse_range
 from app.students.models import Artifact
 from app.students.predict import predict_for_job
@@ -19,6 +27,12 @@ from app.students.schemas import ArtifactOut, PredictionsOut
 from app.students.service import get_artifact, list_artifacts
 
 router = APIRouter(prefix="/jobs/{job_id}", tags=["artifacts"])
+links = APIRouter(tags=["artifacts"])
+
+
+class InvalidDownloadLink(ServiceError):
+    status_code = 403
+    code = "invalid_link"
 
 
 def _artifact_out(artifact: Artifact) -> ArtifactOut:
@@ -50,19 +64,42 @@ def download_artifact(
     store: StoreDep,
     settings: SettingsDep,
     redirect: Annotated[
-        bool, Query(description="On S3, answer 307 to a short-lived presigned URL.")
+        bool,
+        Query(description="Answer 307 to a short-lived link that needs no API key."),
     ] = False,
 ) -> Response:
     """Stream one artifact; ``Range: bytes=a-b`` answers 206 with that slice (416 if invalid)."""
     artifact = get_artifact(session, principal.team_id, job_id, name)
     if redirect:
-        url = store.download_url(
-            artifact.object_key,
-            expires=timedelta(seconds=settings.download_url_ttl_s),
-            filename=artifact.name,
+        ttl = timedelta(seconds=settings.download_url_ttl_s)
+        url = store.download_url(artifact.object_key, expires=ttl, filename=artifact.name)
+        if url is None:  # the store cannot presign: this API serves a signed link itself
+            token = sign_download(
+                artifact.object_key, settings.secret_key, settings.download_url_ttl_s
+            )
+            url = str(request.url_for("download_by_link", token=token))
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+    return _serve(artifact, request, store)
+
+
+@links.get("/downloads/{token}", response_class=StreamingResponse)
+def download_by_link(
+    token: str, request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep
+) -> Response:
+    """An artifact by the signed, expiring link ``?redirect=true`` handed out (no API key)."""
+    object_key = verify_download(token, settings.secret_key)
+    if object_key is None:
+        raise InvalidDownloadLink(
+            "This download link is invalid or has expired; ask the API for a new one "
+            "(GET /v1/jobs/{id}/artifacts/{name}?redirect=true)."
         )
-        if url is not None:
-            return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
+    artifact = session.scalars(select(Artifact).where(Artifact.object_key == object_key)).first()
+    if artifact is None:
+        raise NotFound("The file behind this download link no longer exists.")
+    return _serve(artifact, request, store)
+
+
+def _serve(artifact: Artifact, request: Request, store: ObjectStore) -> Response:
     etag = f'"{artifact.sha256}"'
     headers = {
         "Accept-Ranges": "bytes",

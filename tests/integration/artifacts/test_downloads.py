@@ -1,4 +1,5 @@
-"""Artifact downloads on both deployments: whole, ranged, and (on S3) a presigned redirect."""
+"""Artifact downloads on both deployments: whole, ranged, and a key-less redirect (presigned on
+S3, the API's own signed link on the local store)."""
 
 from __future__ import annotations
 
@@ -80,6 +81,11 @@ def test_downloads_whole_ranged_and_redirected(
             assert presigned.read() == files["student.onnx"]
             assert 'filename="student.onnx"' in presigned.headers["Content-Disposition"]
     else:
-        # A local store cannot hand out URLs: the API streams the file itself.
-        assert redirected.status_code == 200
-        assert redirected.content == files["student.onnx"]
+        # A local store cannot presign: the API hands out its own signed, expiring link.
+        assert redirected.status_code == 307
+        location = redirected.headers["location"]
+        assert "/downloads/" in location
+        linked = deployment.client.get(location)  # the in-process API; no API key
+        assert linked.status_code == 200, linked.text
+        assert linked.content == files["student.onnx"]
+        assert 'filename="student.onnx"' in linked.headers["Content-Disposition"]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from app.core.db import session_scope
 from app.jobs.models import JobStatus
 from tests.unit.students.conftest import FinishedJob, add_job, make_team_key
 
@@ -119,16 +122,50 @@ def test_ranges_we_do_not_serve_get_the_whole_file(
     assert response.content == finished_job.files["config.json"].read_bytes()
 
 
-def test_redirect_on_a_local_store_streams_instead(
+def test_redirect_on_a_local_store_hands_out_a_signed_link_that_needs_no_key(
     client: TestClient, finished_job: FinishedJob
 ) -> None:
     response = client.get(
-        url(finished_job, "config.json") + "?redirect=true",
+        url(finished_job, "student.onnx") + "?redirect=true",
         headers=finished_job.headers,
         follow_redirects=False,
     )
-    assert response.status_code == 200
-    assert response.content == finished_job.files["config.json"].read_bytes()
+    assert response.status_code == 307
+    assert response.headers["cache-control"] == "no-store"
+    link = response.headers["location"]
+    assert "/downloads/" in link
+    data = finished_job.files["student.onnx"].read_bytes()
+    whole = client.get(link)  # no Authorization header
+    assert whole.status_code == 200
+    assert whole.content == data
+    assert 'filename="student.onnx"' in whole.headers["content-disposition"]
+    ranged = client.get(link, headers={"Range": "bytes=10-19"})
+    assert (ranged.status_code, ranged.content) == (206, data[10:20])
+
+
+def test_download_links_expire_and_cannot_be_forged(
+    client: TestClient, finished_job: FinishedJob
+) -> None:
+    from app.core.config import get_settings
+    from app.core.security import sign_download
+    from app.students.models import Artifact
+
+    key = client.get(
+        url(finished_job, "config.json") + "?redirect=true",
+        headers=finished_job.headers,
+        follow_redirects=False,
+    ).headers["location"]
+    with session_scope() as session:
+        object_key = session.scalars(
+            select(Artifact.object_key).where(Artifact.name == "config.json")
+        ).one()
+    secret = get_settings().secret_key
+    expired = sign_download(object_key, secret, ttl_s=60, now=time.time() - 120)
+    forged = sign_download(object_key, "not-the-secret", ttl_s=60)
+    for token in (expired, forged, key.rsplit("/", 1)[1][:-2] + "xx"):
+        response = client.get(f"/downloads/{token}")
+        assert response.status_code == 403, token
+        assert response.json()["error"]["code"] == "invalid_link"
 
 
 def test_other_teams_and_unknown_names_get_404(
