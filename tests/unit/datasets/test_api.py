@@ -251,6 +251,23 @@ def test_ready_dataset_lists_filters_and_serves_its_manifest(
     assert len(lines) == 1 + detail["num_images"]
 
 
+def test_listing_pages_newest_first_without_gaps_or_repeats(client: TestClient, team: Team) -> None:
+    ids = [upload(client, team, name=f"set-{n}")["id"] for n in range(5)]
+    pages = [
+        client.get(f"/v1/datasets?limit=2&offset={offset}", headers=team.auth()).json()
+        for offset in (0, 2, 4)
+    ]
+    assert [p["total"] for p in pages] == [5, 5, 5]
+    assert [(p["limit"], p["offset"]) for p in pages] == [(2, 0), (2, 2), (2, 4)]
+    listed = [d["id"] for p in pages for d in p["items"]]
+    assert [len(p["items"]) for p in pages] == [2, 2, 1]
+    assert sorted(listed) == sorted(ids)
+    created = [d["created_at"] for p in pages for d in p["items"]]
+    assert created == sorted(created, reverse=True)
+    past_the_end = client.get("/v1/datasets?limit=2&offset=5", headers=team.auth()).json()
+    assert (past_the_end["items"], past_the_end["total"]) == ([], 5)
+
+
 def test_other_teams_get_404(client: TestClient, team: Team) -> None:
     created = upload(client, team)
     other = make_team()
