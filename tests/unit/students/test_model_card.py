@@ -149,7 +149,15 @@ def test_markdown_shows_the_same_numbers(engine_run: dict[str, Any], card: dict[
     for metric in ("balanced_accuracy", "macro_f1", "mcc", "cohen_kappa", "accuracy"):
         assert f"| {metric} | {report[metric]:.4f} |" in markdown
     for row in report["per_class"]:
-        assert f"| {row['class']} | {row['train_count']} | {row['support']} |" in markdown
+        scores = " | ".join(f"{row[k]:.4f}" for k in ("precision", "recall", "f1"))
+        line = f"| {row['class']} | {row['train_count']} | {row['support']} | {scores} |"
+        assert line in markdown
+    groups = report["shot_groups"]
+    for group in ("many", "medium", "few"):
+        names = ", ".join(groups[group]["classes"]) or "—"
+        accuracy = groups[group]["accuracy"]
+        shown = "—" if accuracy is None else f"{accuracy:.4f}"
+        assert f"| {group} | {names} | {shown} |" in markdown
     for name, counts in zip(report["class_names"], report["confusion_matrix"], strict=True):
         assert "| " + " | ".join([name, *map(str, counts)]) + " |" in markdown
     assert f"]({FILE_NAMES['curves']})" in markdown
