@@ -274,8 +274,6 @@ def run_training(request: TrainRequest) -> dict[str, Any]:
             classifier,
             classes=cache.classes,
             image_size=config.image_size,
-            mean=classifier.normalise.mean.flatten().tolist(),
-            std=classifier.normalise.std.flatten().tolist(),
             arch=request.student,
             out_dir=run_dir / EXPORT_DIR,
             extra_config={
@@ -320,8 +318,6 @@ def export_run(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
         classifier,
         classes=run["classes"],
         image_size=int(run["config"]["image_size"]),
-        mean=classifier.normalise.mean.flatten().tolist(),
-        std=classifier.normalise.std.flatten().tolist(),
         arch=run["student"],
         out_dir=out_dir or run_dir / EXPORT_DIR,
         extra_config={

@@ -77,10 +77,10 @@ def export_student(
     *,
     classes: Sequence[str],
     image_size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
     arch: str,
     out_dir: Path,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
     extra_config: Mapping[str, Any] | None = None,
     tolerance: float = PARITY_TOLERANCE,
 ) -> dict[str, Path]:
@@ -88,10 +88,18 @@ def export_student(
     ``student.onnx`` into ``out_dir``; return their paths keyed by ``FILE_NAMES``' kinds.
 
     ``classifier`` maps float [0, 1] RGB (B, 3, S, S) with S = ``image_size`` to logits
-    (B, len(classes)), normalising with ``mean``/``std`` itself. It is copied to the CPU in eval
-    mode; the caller's module is untouched. Raises ``ExportParityError`` when TorchScript or ONNX
-    (opset 17, dynamic batch) differ from PyTorch by more than ``tolerance`` (max abs logit).
+    (B, len(classes)), normalising with ``mean``/``std`` itself; they are recorded in the config
+    and default to the classifier's own ``normalise`` module (a ``StudentClassifier``'s). It is
+    copied to the CPU in eval mode; the caller's module is untouched. Raises
+    ``ExportParityError`` when TorchScript or ONNX (opset 17, dynamic batch) differ from PyTorch
+    by more than ``tolerance`` (max abs logit).
     """
+    if mean is None or std is None:
+        normalise = getattr(classifier, "normalise", None)
+        if normalise is None:
+            raise ValueError("pass mean and std: the classifier has no `normalise` module")
+        mean = normalise.mean.flatten().tolist() if mean is None else mean
+        std = normalise.std.flatten().tolist() if std is None else std
     model = copy.deepcopy(classifier).cpu().float().eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     final = {kind: out_dir / name for kind, name in FILE_NAMES.items()}

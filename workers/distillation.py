@@ -347,8 +347,6 @@ class DistillationRun:
             classifier,
             classes=cache.classes,
             image_size=config.image_size,
-            mean=classifier.normalise.mean.flatten().tolist(),
-            std=classifier.normalise.std.flatten().tolist(),
             arch=job.student,
             out_dir=out_dir,
             extra_config={

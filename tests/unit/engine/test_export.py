@@ -115,3 +115,21 @@ def test_class_count_must_match_outputs(tmp_path: Path) -> None:
             arch="test_resnet",
             out_dir=tmp_path,
         )
+
+
+def test_mean_and_std_default_to_the_classifiers_own_normalisation(tmp_path: Path) -> None:
+    classifier = _tiny_classifier()
+    classifier.normalise = PixelNormalisation((0.2, 0.3, 0.4), (0.5, 0.6, 0.7))
+    paths = export_student(
+        classifier, classes=CLASSES, image_size=SIZE, arch="test_resnet", out_dir=tmp_path / "s"
+    )
+    config = json.loads(paths["config"].read_text())
+    assert config["mean"] == pytest.approx([0.2, 0.3, 0.4])
+    assert config["std"] == pytest.approx([0.5, 0.6, 0.7])
+
+    bare = nn.Sequential(nn.Flatten(), nn.Linear(3 * SIZE * SIZE, len(CLASSES)))
+    with pytest.raises(ValueError, match="pass mean and std"):
+        export_student(
+            bare, classes=CLASSES, image_size=SIZE, arch="linear", out_dir=tmp_path / "b"
+        )
+    assert not (tmp_path / "b").exists()

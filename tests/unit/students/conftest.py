@@ -62,8 +62,6 @@ def exported_student(tmp_path_factory: pytest.TempPathFactory) -> ExportedFiles:
         classifier,
         classes=CLASSES,
         image_size=IMAGE_SIZE,
-        mean=classifier.normalise.mean.flatten().tolist(),
-        std=classifier.normalise.std.flatten().tolist(),
         arch=TINY_STUDENT,
         out_dir=out_dir,
     )
