@@ -35,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
-from app.core.db import session_scope
+from app.core.db import session_scope, utcnow
 from app.core.queue import TaskName
 from app.datasets.models import Dataset, DatasetStatus
 from app.jobs.dispatch import release_and_resend
@@ -49,6 +49,9 @@ log = logging.getLogger("fopro.training")
 
 # A child that has settled its job only cleans up; if it hangs there, it is killed.
 FINISH_GRACE_S = 30.0
+# The reaper leaves a run's scratch alone this long after its job changed state (see
+# ``sweep_run_dirs``): by then its own supervisor has removed it, or is dead.
+SWEEP_GRACE = timedelta(seconds=2 * FINISH_GRACE_S)
 CHILD_POLL_S = 0.5
 
 
@@ -104,6 +107,8 @@ def sweep_run_dirs(session: Session, settings: Settings) -> list[Path]:
 
     The folders are listed before the jobs are read, and a run's lease owner is in the database
     before its folder is made, so a run that starts meanwhile is never mistaken for a dead one.
+    A job whose row changed in the last ``SWEEP_GRACE`` keeps its folders until a later sweep:
+    its supervisor may be removing them itself right now (the run just finished or was requeued).
     """
     work = settings.data_dir / "work"
     if not work.is_dir():
@@ -115,17 +120,20 @@ def sweep_run_dirs(session: Session, settings: Settings) -> list[Path]:
             candidates.setdefault(job_id, []).append((path, suffix))
     if not candidates:
         return []
-    live = {
-        job_id: owner
-        for job_id, owner in session.execute(
-            select(Job.id, Job.lease_owner).where(
-                Job.id.in_(candidates), Job.status == JobStatus.running
-            )
-        )
-        if owner is not None
-    }
+    live: dict[str, str] = {}
+    settling: set[str] = set()
+    recent = utcnow() - SWEEP_GRACE
+    for job_id, status, owner, updated_at in session.execute(
+        select(Job.id, Job.status, Job.lease_owner, Job.updated_at).where(Job.id.in_(candidates))
+    ):
+        if status == JobStatus.running.value and owner is not None:
+            live[job_id] = owner
+        elif updated_at > recent:
+            settling.add(job_id)
     removed = []
     for job_id, runs in candidates.items():
+        if job_id in settling:
+            continue
         for path, suffix in runs:
             if job_id in live and live[job_id].rsplit(":", 1)[-1] == suffix:
                 continue
