@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import gc
 import math
 import random
 import time
@@ -685,6 +686,7 @@ def train(
     total_steps = steps_per_epoch * config.epochs
     run_start, steps_this_run, val_seconds, last_val_seconds = time.perf_counter(), 0, 0.0, 0.0
     phase, epoch = "training", run.epoch
+    out_of_memory = False
     try:
         for epoch in range(run.epoch, config.epochs):
             phase = "training"
@@ -780,16 +782,22 @@ def train(
                 checkpoint_path,
             )
             callbacks.on_checkpoint(checkpoint_path, run.epoch)
-    except torch.OutOfMemoryError as exc:
-        # The run is over either way: the probe may leave the in-memory student mid-step, and
-        # a retry resumes from the last checkpoint on disk.
+    except torch.OutOfMemoryError:
+        out_of_memory = True
+    if out_of_memory:
+        # Probe only now, outside the ``except``: the error's traceback holds the failed step's
+        # frames, whose activations would otherwise stay on the device and make every probe
+        # fail. The run is over either way: the probe may leave the in-memory student
+        # mid-step, and a retry resumes from the last checkpoint on disk.
+        optimizer.zero_grad(set_to_none=True)
+        gc.collect()
         if phase == "validation":
             size = config.eval_batch_size
             fits = _eval_probe(student, val_set, config=config, device=device)
         else:
             size = config.batch_size
             fits = _train_probe(distiller, optimizer, train_set, config, device, epoch=epoch)
-        raise TrainingOutOfMemory(size, largest_fitting_halving(size, fits), phase) from exc
+        raise TrainingOutOfMemory(size, largest_fitting_halving(size, fits), phase)
 
     if run.best_student is not None:
         student.load_state_dict(run.best_student)
