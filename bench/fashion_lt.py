@@ -426,8 +426,9 @@ def prompt_diagnostics(
     distiller.load_checkpoint_state(load_checkpoint(run_dir / CHECKPOINT_NAME)["distiller"])
     assert isinstance(distiller, EffectiveDistiller)
     assert distiller.prompt is not None
-    generator = distiller.prompt.generator.eval()
-    x01 = to_unit_float(sets["test"].images[:images])
+    device = next(student.parameters()).device  # where training left the models
+    generator = distiller.prompt.generator.to(device).eval()
+    x01 = to_unit_float(sets["test"].images[:images].to(device))
     prompted = generator(x01)
     gain = (prompted.mask - 1).abs()
     cosine = F.cosine_similarity(teacher(prompted.images), teacher(x01), dim=1)
