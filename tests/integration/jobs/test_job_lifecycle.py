@@ -193,3 +193,35 @@ def test_kill_9_of_the_worker_then_a_new_worker_resumes_from_the_last_checkpoint
     assert after == list(range(saved + 1, epochs + 1)), "resumed epochs must not be re-run"
     curves = deployment.get(f"/{job_id}/metrics")
     assert [p["epoch"] for p in curves["epochs"]] == list(range(1, epochs + 1))
+
+
+def test_retry_of_a_cancelled_job_resumes_from_its_checkpoint(deployment: Deployment) -> None:
+    epochs = 6
+    deployment.start_worker()
+    job_id = deployment.submit(epochs=epochs).json()["id"]
+    deployment.wait_for(
+        job_id, lambda j: (j["checkpoint_epoch"] or 0) >= 1, 180, "saved a checkpoint"
+    )
+    assert deployment.post(f"/{job_id}/cancel").status_code == 200
+    cancelled = deployment.wait_terminal(job_id, timeout_s=30)
+    assert cancelled["status"] == "cancelled", cancelled
+    saved = cancelled["checkpoint_epoch"]
+    assert 1 <= saved < epochs
+
+    retried = deployment.post(f"/{job_id}/retry")
+    assert retried.status_code == 201, retried.text
+    retry_id = retried.json()["id"]
+    job = deployment.wait_terminal(retry_id, timeout_s=300)
+
+    assert job["status"] == "succeeded", job
+    assert (job["retry_of"], job["checkpoint_epoch"]) == (job_id, epochs)
+    events = deployment.events(retry_id)
+    resumed = next(e for e in events if "resumed_from_epoch" in e["data"])
+    assert resumed["data"]["resumed_from_epoch"] == saved
+    trained = [e["data"]["epoch"] for e in events if e["kind"] == "epoch"]
+    assert trained == list(range(saved + 1, epochs + 1)), "the parent's epochs must not re-run"
+    # The parent's checkpoint is the parent's: the retry's clean-up leaves it.
+    with get_sessionmaker()() as session:
+        parent_key = session.get_one(Job, job_id).checkpoint_key
+    assert parent_key is not None
+    assert deployment.store.exists(parent_key)
