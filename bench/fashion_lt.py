@@ -22,10 +22,11 @@ Protocol (issue 3, point 6):
     python -m bench.fashion_lt --seeds 0 1 2          # full run, prints the BENCHMARKS.md table
     python -m bench.fashion_lt --quick                # smoke run, well under a minute
 
-CPU budget, measured on 2 shared CPU cores: the teacher takes ~5 min once; one seed of all five
-methods ~14 min (ce, bsm ~2 min; ekd ~2; fopro, fopro_akd ~4.5 each), well under the 45 min
-target. Per-method minutes are printed and recorded so each run re-checks it. On a machine busy
-with other work, ``--threads 1`` avoids OpenMP oversubscription, which can cost 10×.
+CPU budget, measured on 2 CPU cores (``--threads 2``): the teacher takes ~16 min once (cached);
+one seed of all five methods ~17 min (ce, bsm ~2 min; ekd ~3; fopro, fopro_akd ~5 each), so a
+first run of one seed takes ~33 min, under the 45 min target. Per-method minutes are printed and
+recorded so each run re-checks it. On a machine busy with other work, ``--threads 1`` avoids
+OpenMP oversubscription, which can cost 10×. On a GPU (``--device cuda``) a seed takes ~4 min.
 """
 
 from __future__ import annotations
