@@ -12,13 +12,16 @@ from tests.unit.jobs.conftest import Team, add_job
 from workers.training import run_job
 
 
+def dataset_being_deleted(session: Session, team: Team) -> None:
+    session.get_one(Dataset, team.dataset_id).status = DatasetStatus.deleting.value
+    session.commit()
+
+
 def test_a_queued_job_whose_dataset_is_no_longer_ready_fails_before_it_starts(
     session: Session, team: Team
 ) -> None:
     job = add_job(session, team)
-    dataset = session.get_one(Dataset, team.dataset_id)
-    dataset.status = DatasetStatus.deleting.value
-    session.commit()
+    dataset_being_deleted(session, team)
 
     outcome = run_job(job.id)
 
@@ -35,9 +38,7 @@ def test_a_queued_job_whose_dataset_is_no_longer_ready_fails_before_it_starts(
 
 def test_a_job_that_is_no_longer_queued_is_left_alone(session: Session, team: Team) -> None:
     job = add_job(session, team, status="cancelled")
-    dataset = session.get_one(Dataset, team.dataset_id)
-    dataset.status = DatasetStatus.deleting.value
-    session.commit()
+    dataset_being_deleted(session, team)
 
     outcome = run_job(job.id)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import time
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
@@ -122,14 +123,17 @@ def test_ranges_we_do_not_serve_get_the_whole_file(
     assert response.content == finished_job.files["config.json"].read_bytes()
 
 
+def ask_for_link(client: TestClient, job: FinishedJob, name: str) -> httpx.Response:
+    """``?redirect=true`` for artifact ``name``, not followed."""
+    return client.get(
+        url(job, name) + "?redirect=true", headers=job.headers, follow_redirects=False
+    )
+
+
 def test_redirect_on_a_local_store_hands_out_a_signed_link_that_needs_no_key(
     client: TestClient, finished_job: FinishedJob
 ) -> None:
-    response = client.get(
-        url(finished_job, "student.onnx") + "?redirect=true",
-        headers=finished_job.headers,
-        follow_redirects=False,
-    )
+    response = ask_for_link(client, finished_job, "student.onnx")
     assert response.status_code == 307
     assert response.headers["cache-control"] == "no-store"
     link = response.headers["location"]
@@ -150,11 +154,7 @@ def test_download_links_expire_and_cannot_be_forged(
     from app.core.security import sign_download
     from app.students.models import Artifact
 
-    key = client.get(
-        url(finished_job, "config.json") + "?redirect=true",
-        headers=finished_job.headers,
-        follow_redirects=False,
-    ).headers["location"]
+    key = ask_for_link(client, finished_job, "config.json").headers["location"]
     with session_scope() as session:
         object_key = session.scalars(
             select(Artifact.object_key).where(Artifact.name == "config.json")
