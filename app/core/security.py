@@ -39,26 +39,27 @@ def looks_like_api_key(value: str) -> bool:
     return len(parts) == 3 and parts[0] == KEY_SCHEME and len(parts[1]) == _PREFIX_CHARS
 
 
-def sign_download(object_key: str, secret: str, ttl_s: int, *, now: float | None = None) -> str:
-    """A URL-safe token granting a GET of ``object_key`` until ``now + ttl_s`` (seconds)."""
+def sign_download(grant: str, secret: str, ttl_s: int, *, now: float | None = None) -> str:
+    """A URL-safe token granting a GET of ``grant`` (an artifact id) until ``now + ttl_s``
+    (seconds)."""
     expires = int((now if now is not None else time.time()) + ttl_s)
-    payload = f"{expires}:{object_key}"
+    payload = f"{expires}:{grant}"
     mac = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()[:20]
     raw = payload.encode() + b"|" + mac
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def verify_download(token: str, secret: str, *, now: float | None = None) -> str | None:
-    """The object key a valid, unexpired token grants, else None."""
+    """What a valid, unexpired token grants, else None."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         payload, mac = raw.rsplit(b"|", 1)
         expected = hmac.new(secret.encode(), payload, hashlib.sha256).digest()[:20]
         if not hmac.compare_digest(mac, expected):
             return None
-        expires_s, object_key = payload.decode().split(":", 1)
+        expires_s, grant = payload.decode().split(":", 1)
     except (ValueError, UnicodeDecodeError):
         return None
     if int(expires_s) < (now if now is not None else time.time()):
         return None
-    return object_key
+    return grant

@@ -14,7 +14,6 @@ from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
-from sqlalchemy import select
 
 from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 from app.core.errors import NotFound, ServiceError
@@ -74,9 +73,7 @@ def download_artifact(
         ttl = timedelta(seconds=settings.download_url_ttl_s)
         url = store.download_url(artifact.object_key, expires=ttl, filename=artifact.name)
         if url is None:  # the store cannot presign: this API serves a signed link itself
-            token = sign_download(
-                artifact.object_key, settings.secret_key, settings.download_url_ttl_s
-            )
+            token = sign_download(artifact.id, settings.secret_key, settings.download_url_ttl_s)
             url = str(request.url_for("download_by_link", token=token))
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     return _serve(artifact, request, store)
@@ -87,13 +84,13 @@ def download_by_link(
     token: str, request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep
 ) -> Response:
     """An artifact by the signed, expiring link ``?redirect=true`` handed out (no API key)."""
-    object_key = verify_download(token, settings.secret_key)
-    if object_key is None:
+    artifact_id = verify_download(token, settings.secret_key)
+    if artifact_id is None:
         raise InvalidDownloadLink(
             "This download link is invalid or has expired; ask the API for a new one "
             "(GET /v1/jobs/{id}/artifacts/{name}?redirect=true)."
         )
-    artifact = session.scalars(select(Artifact).where(Artifact.object_key == object_key)).first()
+    artifact = session.get(Artifact, artifact_id)  # the token grants this one row
     if artifact is None:
         raise NotFound("The file behind this download link no longer exists.")
     return _serve(artifact, request, store)

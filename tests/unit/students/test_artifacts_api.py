@@ -156,12 +156,12 @@ def test_download_links_expire_and_cannot_be_forged(
 
     key = ask_for_link(client, finished_job, "config.json").headers["location"]
     with session_scope() as session:
-        object_key = session.scalars(
-            select(Artifact.object_key).where(Artifact.name == "config.json")
+        artifact_id = session.scalars(
+            select(Artifact.id).where(Artifact.name == "config.json")
         ).one()
     secret = get_settings().secret_key
-    expired = sign_download(object_key, secret, ttl_s=60, now=time.time() - 120)
-    forged = sign_download(object_key, "not-the-secret", ttl_s=60)
+    expired = sign_download(artifact_id, secret, ttl_s=60, now=time.time() - 120)
+    forged = sign_download(artifact_id, "not-the-secret", ttl_s=60)
     for token in (expired, forged, key.rsplit("/", 1)[1][:-2] + "xx"):
         response = client.get(f"/downloads/{token}")
         assert response.status_code == 403, token
