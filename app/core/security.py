@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 KEY_SCHEME = "fpk"
 _PREFIX_CHARS = 8
+_MAC_BYTES = 20
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,8 @@ def sign_download(grant: str, secret: str, ttl_s: int, *, now: float | None = No
     (seconds)."""
     expires = int((now if now is not None else time.time()) + ttl_s)
     payload = f"{expires}:{grant}"
-    mac = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()[:20]
-    raw = payload.encode() + b"|" + mac
+    mac = hmac.new(secret.encode(), payload.encode(), hashlib.sha256).digest()[:_MAC_BYTES]
+    raw = payload.encode() + mac
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -53,8 +54,12 @@ def verify_download(token: str, secret: str, *, now: float | None = None) -> str
     """What a valid, unexpired token grants, else None."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        payload, mac = raw.rsplit(b"|", 1)
-        expected = hmac.new(secret.encode(), payload, hashlib.sha256).digest()[:20]
+        # The MAC is binary and may hold any byte, so it is found by its fixed length,
+        # never by searching for a separator.
+        payload, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
+        if len(mac) != _MAC_BYTES or not payload:
+            return None
+        expected = hmac.new(secret.encode(), payload, hashlib.sha256).digest()[:_MAC_BYTES]
         if not hmac.compare_digest(mac, expected):
             return None
         expires_s, grant = payload.decode().split(":", 1)
