@@ -64,6 +64,13 @@ log = logging.getLogger("fopro.training")
 PROGRESS_INTERVAL_S = 1.0  # at most one progress UPDATE per second
 POLL_INTERVAL_S = 0.5  # how often the job row is read for cancel / lease loss
 PR_SET_PDEATHSIG = 1
+# Each phase after "preparing" starts with an info event: progress snapshots are sampled and a
+# short phase can fall between two of them, but the events are a durable record of each phase.
+PHASE_EVENTS = {
+    "training": "Training started.",
+    "evaluating": "Training done: evaluating the best epoch's student.",
+    "exporting": "Exporting the student (safetensors, TorchScript, ONNX) and its model card.",
+}
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -224,11 +231,14 @@ class DistillationRun:
         now = time.monotonic()
         if throttled and phase == self.phase and now - self._last_report < PROGRESS_INTERVAL_S:
             return
+        started = phase != self.phase
         self.phase, self._last_report = phase, now
         with session_scope() as session:
             write_progress(
                 session, self.job_id, self.owner, phase=phase, progress=progress, metrics=metrics
             )
+        if started and phase in PHASE_EVENTS:
+            self.event(EventKind.info, PHASE_EVENTS[phase], {"phase": phase})
 
     def event(self, kind: EventKind, message: str, data: Mapping[str, Any] | None = None) -> None:
         with session_scope() as session:

@@ -56,17 +56,25 @@ class Deployment:
         self.workers.append(worker)
         return worker
 
-    def submit(self, epochs: int, **headers: str) -> Any:
-        response = self.client.post(
-            "/v1/jobs",
-            json={
-                "dataset_id": self.dataset_id,
-                "teacher": "resnet18",
-                "student": "resnet18",
-                "params": {**TEST_PARAMS, "epochs": epochs},
-            },
-            headers={**auth(self.key), **headers},
-        )
+    def submit(
+        self,
+        epochs: int,
+        *,
+        method: str | None = None,
+        random_weights: bool = True,
+        **headers: str,
+    ) -> Any:
+        """POST a resnet18 → resnet18 job; ``random_weights=False`` needs installed weights."""
+        params = {**TEST_PARAMS, "epochs": epochs, "allow_random_weights": random_weights}
+        body: dict[str, Any] = {
+            "dataset_id": self.dataset_id,
+            "teacher": "resnet18",
+            "student": "resnet18",
+            "params": params,
+        }
+        if method is not None:
+            body["method"] = method
+        response = self.client.post("/v1/jobs", json=body, headers={**auth(self.key), **headers})
         assert response.status_code in (200, 201), response.text
         return response
 
@@ -145,6 +153,14 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def all_exited(pids: list[int], timeout_s: float = 10) -> bool:
+    """Wait up to ``timeout_s`` for every process in ``pids`` to exit; whether they all did."""
+    deadline = time.monotonic() + timeout_s
+    while any(pid_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return not any(pid_alive(p) for p in pids)
 
 
 @pytest.fixture(params=["production", "embedded"])

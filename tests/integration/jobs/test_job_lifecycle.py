@@ -18,7 +18,7 @@ from sqlalchemy import select
 from app.core.db import get_sessionmaker
 from app.jobs.models import Job
 from app.students.models import Artifact
-from tests.integration.jobs.conftest import Deployment, pid_alive
+from tests.integration.jobs.conftest import Deployment, all_exited
 from tests.unit.jobs.ready_dataset import auth
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -85,6 +85,8 @@ def test_a_job_runs_to_success_with_progress_events_and_exported_students(
     assert [e["data"]["epoch"] for e in streamed if e["kind"] == "epoch"] == [1, 2]
     states = [e["data"]["to"] for e in streamed if e["kind"] == "state"]
     assert states == ["queued", "running", "succeeded"]
+    phases = [(e["data"] or {}).get("phase") for e in streamed if e["kind"] == "info"]
+    assert [p for p in phases if p] == ["training", "evaluating", "exporting"]
 
     job = deployment.get(f"/{job_id}")
     assert (job["status"], job["checkpoint_epoch"], job["attempt"]) == ("succeeded", 2, 1)
@@ -149,10 +151,7 @@ def test_cancel_stops_a_running_job_within_seconds_keeping_its_checkpoint(
         key = session.get_one(Job, job_id).checkpoint_key
     assert key is not None
     assert deployment.store.exists(key)
-    deadline = time.monotonic() + 10
-    while any(pid_alive(p) for p in trainers) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not any(pid_alive(p) for p in trainers), "the trainer must exit and free its device"
+    assert all_exited(trainers), "the trainer must exit and free its device"
 
 
 def test_kill_9_of_the_worker_then_a_new_worker_resumes_from_the_last_checkpoint(
@@ -168,10 +167,7 @@ def test_kill_9_of_the_worker_then_a_new_worker_resumes_from_the_last_checkpoint
     assert trainers
 
     first.kill9()
-    deadline = time.monotonic() + 10
-    while any(pid_alive(p) for p in trainers) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not any(pid_alive(p) for p in trainers), "the trainer outlived its worker"
+    assert all_exited(trainers), "the trainer outlived its worker"
     killed_at = deployment.get(f"/{job_id}")
     assert killed_at["status"] == "running"
     saved = killed_at["checkpoint_epoch"]
