@@ -1,4 +1,4 @@
-"""``python -m foprokd train|evaluate|export`` (see ``foprokd.cli``)."""
+"""``python -m foprokd train|evaluate|export|sample`` (see ``foprokd.cli``)."""
 
 from foprokd.cli import main
 

@@ -1,4 +1,5 @@
-"""``python -m foprokd train|evaluate|export``: the engine on a folder of images, no service needed.
+"""``python -m foprokd train|evaluate|export|sample``: the engine on a folder of images, no service
+needed (``sample`` writes a synthetic long-tailed archive for trying the engine or the service).
 
 A run folder holds ``run.json`` (everything needed to reproduce or re-export the run),
 ``manifest.csv`` (the splits used), ``checkpoint.pt`` (written after every epoch),
@@ -40,6 +41,7 @@ from foprokd.errors import EngineError
 from foprokd.export import FILE_NAMES, export_student, load_exported
 from foprokd.metrics import classification_report
 from foprokd.student import build_classifier, build_student
+from foprokd.synthetic import archive_kind, sample_dataset, write_archive
 from foprokd.trainer import (
     CHECKPOINT_NAME,
     METHODS,
@@ -430,8 +432,39 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sample(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    kind = archive_kind(out)
+    if out.exists() and not args.force:
+        raise ValueError(f"{out} already exists; pass --force to replace it")
+    if args.classes < 2:
+        raise ValueError("--classes must be at least 2")
+    if not 8 <= args.size <= 1024:
+        raise ValueError("--size must be within 8-1024 pixels")
+    dataset = sample_dataset(
+        classes=args.classes,
+        head=args.head,
+        imbalance=args.imbalance,
+        size=args.size,
+        seed=args.seed,
+        layout=args.layout,
+        with_splits=args.splits,
+        image_format=args.format,
+        corrupt=args.corrupt,
+    )
+    write_archive(out, dataset.members, kind)
+    counts = ", ".join(f"{name} {n}" for name, n in dataset.class_counts.items())
+    print(f"wrote {out} ({out.stat().st_size} bytes): {dataset.num_images} images; {counts}")
+    if dataset.manifest:
+        columns = "image,label,split" if args.splits else "image,label"
+        print(f"manifest: {dataset.manifest} (columns {columns})")
+    if dataset.corrupt:
+        print(f"deliberately broken files: {', '.join(dataset.corrupt)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``train`` / ``evaluate`` / ``export`` argument parser."""
+    """The ``train`` / ``evaluate`` / ``export`` / ``sample`` argument parser."""
     defaults = TrainConfig()
     parser = argparse.ArgumentParser(
         prog="python -m foprokd",
@@ -490,6 +523,26 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--run", type=Path, required=True)
     export.add_argument("--out", type=Path, help="export folder (default: RUN/student)")
     export.set_defaults(handler=_cmd_export)
+
+    sample = commands.add_parser(
+        "sample",
+        help="write a synthetic long-tailed image archive (class-dependent textures)",
+        description="Classes of learnable textures whose image counts fall from --head to "
+        "--head/--imbalance, as .zip, .tar or .tar.gz: for trying the engine or the service "
+        "without real data.",
+    )
+    sample.add_argument("out", type=Path, help="archive to write: NAME.zip, .tar or .tar.gz")
+    sample.add_argument("--classes", type=int, default=5)
+    sample.add_argument("--head", type=int, default=60, help="images in the largest class")
+    sample.add_argument("--imbalance", type=float, default=10.0, help="largest / smallest class")
+    sample.add_argument("--size", type=int, default=64, help="image side in pixels")
+    sample.add_argument("--layout", choices=["folders", "csv"], default="folders")
+    sample.add_argument("--splits", action="store_true", help="fix train/val/test in the archive")
+    sample.add_argument("--format", choices=["PNG", "JPEG"], default="PNG")
+    sample.add_argument("--corrupt", type=int, default=0, help="add that many broken files")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--force", action="store_true", help="replace an existing file")
+    sample.set_defaults(handler=_cmd_sample)
     return parser
 
 

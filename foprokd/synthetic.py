@@ -9,8 +9,9 @@ Used by the tests, the demo and the benchmarks, so everything here is numpy + PI
   so a small CNN can learn the classes while no two images are byte-identical.
 * ``sample_dataset`` — a whole dataset as archive ``Member``s, in ImageFolder layout
   (``[split/]class/image``) or images + a CSV manifest, optionally with a few corrupt files.
-* ``write_archive`` / ``archive_bytes`` — members to ``.zip``, ``.tar`` or ``.tar.gz``, including
-  the entries a validator must refuse: ``..`` and absolute paths, symlinks, hardlinks, devices.
+* ``write_archive`` / ``archive_bytes`` — members to ``.zip``, ``.tar`` or ``.tar.gz`` (a file is
+  written atomically), including the entries a validator must refuse: ``..`` and absolute paths,
+  symlinks, hardlinks, devices. ``archive_kind`` — the kind a file name asks for.
 * ``pixel_bomb_png`` — a small, valid PNG whose header declares a huge canvas.
 """
 
@@ -261,17 +262,35 @@ def write_archive(path: Path, members: Iterable[Member], kind: ArchiveKind) -> P
     devices are encoded in the Unix mode bits, as Info-ZIP does.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    if kind == "zip":
-        with zipfile.ZipFile(path, "w") as archive:
-            for member in members:
-                _add_zip_member(archive, member)
-    else:
-        with tarfile.open(
-            path, "w:gz" if kind == "tar.gz" else "w", format=tarfile.PAX_FORMAT
-        ) as tar:
-            for member in members:
-                _add_tar_member(tar, member)
+    # Written beside the target and renamed into place: a failure leaves no half archive.
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(partial, "w") as archive:
+                for member in members:
+                    _add_zip_member(archive, member)
+        else:
+            with tarfile.open(
+                partial, "w:gz" if kind == "tar.gz" else "w", format=tarfile.PAX_FORMAT
+            ) as tar:
+                for member in members:
+                    _add_tar_member(tar, member)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
+
+
+def archive_kind(path: Path | str) -> ArchiveKind:
+    """The archive kind a file name asks for: ``.zip``, ``.tar``, ``.tar.gz`` or ``.tgz``."""
+    name = str(path).lower()
+    if name.endswith(".zip"):
+        return "zip"
+    if name.endswith((".tar.gz", ".tgz")):
+        return "tar.gz"
+    if name.endswith(".tar"):
+        return "tar"
+    raise ValueError(f"{path}: the archive name must end in .zip, .tar, .tar.gz or .tgz")
 
 
 def archive_bytes(members: Iterable[Member], kind: ArchiveKind) -> bytes:

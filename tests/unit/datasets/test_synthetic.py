@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import io
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from foprokd.cli import main
 from foprokd.synthetic import (
+    Member,
     archive_bytes,
+    archive_kind,
     long_tail_counts,
     sample_dataset,
     texture_image,
@@ -64,3 +68,48 @@ def test_write_archive_matches_the_in_memory_archive(tmp_path: Path) -> None:
     members = sample_dataset().members
     path = write_archive(tmp_path / "sets" / "a.zip", members, "zip")
     assert path.read_bytes() == archive_bytes(members, "zip")
+
+
+def test_a_failed_write_leaves_no_archive_behind(tmp_path: Path) -> None:
+    members = [*sample_dataset().members, Member("x/link.png", kind="hardlink", target="x/a.png")]
+    with pytest.raises(ValueError, match="hardlink"):
+        write_archive(tmp_path / "a.zip", members, "zip")  # zip cannot hold hardlinks
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("a.zip", "zip"), ("A.TAR", "tar"), ("a.tar.gz", "tar.gz"), ("a.tgz", "tar.gz")],
+)
+def test_archive_kind_follows_the_file_name(name: str, kind: str) -> None:
+    assert archive_kind(name) == kind
+
+
+def test_sample_command_writes_the_archive_it_describes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "demo.tar.gz"
+    args = ["sample", str(out), "--classes", "3", "--head", "12", "--imbalance", "4"]
+    assert main([*args, "--corrupt", "1", "--size", "16"]) == 0
+    printed = capsys.readouterr().out
+    assert "21 images; class_00 12, class_01 6, class_02 3" in printed
+    assert "class_02/corrupt_00.png" in printed
+    with tarfile.open(out) as tar:
+        names = sorted(m.name for m in tar.getmembers() if m.isfile())
+    assert len(names) == 22
+    assert sum(n.startswith("class_00/") for n in names) == 12
+    with tarfile.open(out) as tar:
+        first = tar.extractfile(names[0])
+        assert first is not None
+        assert Image.open(first).size == (16, 16)
+
+    # An existing file is kept unless --force; a bad name or size writes nothing.
+    before = out.read_bytes()
+    assert main(args) == 2
+    assert "pass --force" in capsys.readouterr().err
+    assert out.read_bytes() == before
+    assert main([*args, "--force", "--seed", "3"]) == 0
+    assert out.read_bytes() != before
+    assert main(["sample", str(tmp_path / "demo.rar")]) == 2
+    assert main(["sample", str(tmp_path / "tiny.zip"), "--size", "4"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.tar.gz"]
