@@ -1,4 +1,4 @@
-"""Distillation jobs over HTTP: submit, watch, cancel, retry."""
+"""Distillation jobs over HTTP: submit, watch, cancel, retry, delete."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep
+from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 from app.core.pagination import Page
 from app.jobs import service
 from app.jobs.models import JobStatus
@@ -116,3 +116,13 @@ def cancel_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) ->
 def retry_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> JobOut:
     """A new job repeating a failed or cancelled one, resuming from its last checkpoint."""
     return JobOut.model_validate(service.retry_job(session, principal, job_id))
+
+
+@router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_job(
+    job_id: str, principal: CurrentPrincipal, session: SessionDep, store: StoreDep
+) -> Response:
+    """Delete a finished job with its artifacts, checkpoints and events (204); 409 while it is
+    queued or running, or while a retry resumes from its checkpoint."""
+    service.delete_job(session, store, principal, job_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -8,20 +8,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.core.db import new_id
-from app.core.errors import Conflict, IllegalTransition, InvalidInput
+from app.core.errors import Conflict, IllegalTransition, InvalidInput, ServiceUnavailable
 from app.core.pagination import Page
-from app.core.tenancy import get_owned, scoped
+from app.core.storage import ObjectStore, StoreUnavailable
+from app.core.tenancy import get_owned, scoped, team_object_key
 from app.datasets.models import Dataset, DatasetStatus
 from app.jobs.dispatch import enqueue_job
 from app.jobs.models import Job, JobEvent, JobStatus
 from app.jobs.schemas import EpochPoint, JobCreate, JobEventOut, JobMetricsOut, JobOut
-from app.jobs.state import EventKind, add_event, check_transition, forget_cached_job, transition
+from app.jobs.state import (
+    TERMINAL,
+    EventKind,
+    add_event,
+    check_transition,
+    forget_cached_job,
+    transition,
+)
+from app.students.models import Artifact
 from app.teachers.service import resolve_teacher
 from app.teams.models import Role
 from app.teams.service import Principal
@@ -38,6 +47,10 @@ class IdempotencyKeyReused(Conflict):
 
 class StudentWeightsMissing(InvalidInput):
     code = "student_weights_missing"
+
+
+class JobInUse(Conflict):
+    code = "job_in_use"
 
 
 # Plain supervised baselines: the teacher is named (its feature size shapes the student's
@@ -303,6 +316,51 @@ def retry_job(session: Session, principal: Principal, job_id: str) -> Job:
     session.commit()
     enqueue_job(session, job.id, job.priority)
     return job
+
+
+def delete_job(session: Session, store: ObjectStore, principal: Principal, job_id: str) -> None:
+    """Delete a finished job for good: its artifacts, checkpoints, events and row.
+
+    Refused (409) while the job is queued or running (cancel it first), and while another job
+    would resume from a checkpoint this one owns (a retry that has not saved its own yet). The
+    artifact rows and the checkpoint pointer go first, so nothing ever lists a file that may be
+    gone; then every object under the job's prefix; then the row. If the store fails part-way
+    (503) the job stays, without files, and repeating the DELETE finishes it.
+    """
+    principal.require_write()
+    job = get_job(session, principal, job_id)
+    if JobStatus(job.status) not in TERMINAL:
+        raise IllegalTransition(
+            f"Job {job.id} is {job.status}; cancel it and wait until it has ended, then delete it.",
+            details={"status": job.status},
+        )
+    prefix = team_object_key(job.team_id, "jobs", job.id, "")
+    resuming = list(
+        session.scalars(
+            select(Job.id)
+            .where(Job.id != job.id, Job.checkpoint_key.startswith(prefix, autoescape=True))
+            .order_by(Job.created_at)
+        )
+    )
+    if resuming:
+        raise JobInUse(
+            f"Job {job.id}'s checkpoint is where {', '.join(resuming)} resume(s) from; delete "
+            "those first (or let them save checkpoints of their own).",
+            details={"jobs": resuming},
+        )
+    session.execute(delete(Artifact).where(Artifact.job_id == job.id))
+    job.checkpoint_key, job.checkpoint_epoch = None, None
+    session.commit()
+    try:
+        store.delete_prefix(prefix)
+    except StoreUnavailable as exc:
+        raise ServiceUnavailable(
+            f"The object store is unavailable, so job {job.id}'s files could not all be "
+            f"deleted ({exc}); the job stays, without files. Retry the DELETE."
+        ) from exc
+    session.execute(delete(JobEvent).where(JobEvent.job_id == job.id))
+    session.delete(job)
+    session.commit()
 
 
 def job_metrics(session: Session, principal: Principal, job_id: str) -> JobMetricsOut:

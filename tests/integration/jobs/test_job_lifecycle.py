@@ -122,6 +122,13 @@ def test_a_job_runs_to_success_with_progress_events_and_exported_students(
         assert response.status_code == 409
         assert response.json()["error"]["code"] == "illegal_transition"
 
+    # Deleting the job removes every object it wrote.
+    job_prefix = prefix.removesuffix("checkpoints/")
+    assert len(list(deployment.store.list(job_prefix))) == len(EXPORTED) + 1
+    deleted = deployment.client.delete(f"/v1/jobs/{job_id}", headers=auth(deployment.key))
+    assert deleted.status_code == 204, deleted.text
+    assert list(deployment.store.list(job_prefix)) == []
+
 
 def test_cancel_stops_a_running_job_within_seconds_keeping_its_checkpoint(
     deployment: Deployment,
