@@ -17,6 +17,8 @@ Used by the tests, the demo and the benchmarks, so everything here is numpy + PI
 
 from __future__ import annotations
 
+import contextlib
+import gzip
 import io
 import math
 import stat
@@ -27,7 +29,7 @@ import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import numpy as np
 from PIL import Image
@@ -265,16 +267,8 @@ def write_archive(path: Path, members: Iterable[Member], kind: ArchiveKind) -> P
     # Written beside the target and renamed into place: a failure leaves no half archive.
     partial = path.with_name(f".{path.name}.partial")
     try:
-        if kind == "zip":
-            with zipfile.ZipFile(partial, "w") as archive:
-                for member in members:
-                    _add_zip_member(archive, member)
-        else:
-            with tarfile.open(
-                partial, "w:gz" if kind == "tar.gz" else "w", format=tarfile.PAX_FORMAT
-            ) as tar:
-                for member in members:
-                    _add_tar_member(tar, member)
+        with partial.open("wb") as out:
+            _write_members(out, members, kind)
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
@@ -296,17 +290,27 @@ def archive_kind(path: Path | str) -> ArchiveKind:
 def archive_bytes(members: Iterable[Member], kind: ArchiveKind) -> bytes:
     """``members`` as an in-memory archive (see ``write_archive``); for small test archives."""
     buffer = io.BytesIO()
+    _write_members(buffer, members, kind)
+    return buffer.getvalue()
+
+
+def _write_members(out: BinaryIO, members: Iterable[Member], kind: ArchiveKind) -> None:
     if kind == "zip":
-        with zipfile.ZipFile(buffer, "w") as archive:
+        with zipfile.ZipFile(out, "w") as archive:
             for member in members:
                 _add_zip_member(archive, member)
     else:
-        with tarfile.open(
-            fileobj=buffer, mode="w:gz" if kind == "tar.gz" else "w", format=tarfile.PAX_FORMAT
-        ) as tar:
-            for member in members:
-                _add_tar_member(tar, member)
-    return buffer.getvalue()
+        with contextlib.ExitStack() as stack:
+            target: BinaryIO | gzip.GzipFile = out
+            if kind == "tar.gz":
+                # A fixed header time and no file name (tarfile's "w:gz" writes the current
+                # time), so the same members always give the same bytes.
+                target = stack.enter_context(
+                    gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=_EPOCH_2024)
+                )
+            with tarfile.open(fileobj=target, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                for member in members:
+                    _add_tar_member(tar, member)
 
 
 def _add_zip_member(archive: zipfile.ZipFile, member: Member) -> None:
