@@ -21,10 +21,15 @@ def test_write_replaces_the_old_content_and_leaves_nothing_else(tmp_path: Path) 
 def test_a_failed_block_changes_no_target(tmp_path: Path) -> None:
     first, second = tmp_path / "a.bin", tmp_path / "config.json"
     write_text_atomic(first, "old a")
-    with pytest.raises(RuntimeError), atomic_paths([first, second]) as (temp_a, temp_b):
-        temp_a.write_text("new a")
-        temp_b.write_text("new config")
-        raise RuntimeError("export failed half-way")
+
+    def export_half_way() -> None:
+        with atomic_paths([first, second]) as (temp_a, temp_b):
+            temp_a.write_text("new a")
+            temp_b.write_text("new config")
+            raise RuntimeError("export failed half-way")
+
+    with pytest.raises(RuntimeError):
+        export_half_way()
     assert first.read_text() == "old a"
     assert not second.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin"]
