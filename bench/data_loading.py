@@ -22,19 +22,16 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from foprokd.data import (
-    BatchAugment,
-    ImageCache,
-    LabelledImages,
-    ManifestEntry,
-    PilImageDataset,
-    index_batches,
-)
+from foprokd.augment import BatchAugment
+from foprokd.data import LabelledImages, index_batches
+from foprokd.image_cache import ImageCache
+from foprokd.manifest import ManifestRow
+from foprokd.reference import PilImageDataset
 
 
 def write_jpegs(
     root: Path, count: int, source_size: int, num_classes: int = 4
-) -> list[ManifestEntry]:
+) -> list[ManifestRow]:
     """``count`` photo-like JPEGs (smooth colour fields + noise, quality 90) in class folders."""
     rng = np.random.default_rng(0)
     entries = []
@@ -47,7 +44,7 @@ def write_jpegs(
         path = root / label / f"{i:05d}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(path, quality=90)
-        entries.append(ManifestEntry(path.relative_to(root).as_posix(), label, "train"))
+        entries.append(ManifestRow(path.relative_to(root).as_posix(), label, "train"))
     return entries
 
 

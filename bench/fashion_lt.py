@@ -53,22 +53,21 @@ from safetensors.torch import load_file, save_file
 
 from foprokd.checkpoint import load_checkpoint
 from foprokd.data import LabelledImages, to_unit_float
+from foprokd.distillers import EffectiveDistiller, build_distiller
+from foprokd.evaluation import predict
+from foprokd.hyperparams import METHODS, PROMPT_METHODS, TrainConfig
 from foprokd.losses import log_class_prior
 from foprokd.metrics import classification_report
-from foprokd.student import Student
-from foprokd.trainer import (
-    CHECKPOINT_NAME,
-    METHODS,
-    PROMPT_METHODS,
-    EffectiveDistiller,
-    EpochSummary,
-    TrainCallbacks,
-    TrainConfig,
-    build_distiller,
-    predict,
-    seed_everything,
-    train,
+from foprokd.pipeline import (
+    DatasetSplits,
+    DecodedImages,
+    DistillationRequest,
+    PipelineCallbacks,
+    run_distillation,
 )
+from foprokd.runtime import seed_everything
+from foprokd.student import Student
+from foprokd.trainer import CHECKPOINT_NAME, EpochSummary, train
 from foprokd.zoo import FrozenTeacher
 
 DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -209,7 +208,7 @@ def student_split(
     return np.concatenate(train_idx), np.concatenate(val_idx)
 
 
-class EpochLog(TrainCallbacks):
+class EpochLog(PipelineCallbacks):
     """Prints one line every ``every`` epochs (and the last) so long runs show progress."""
 
     def __init__(self, label: str, every: int = 1) -> None:
@@ -464,25 +463,21 @@ def run_method(
         distill_weight=settings.distill_weight,
     )
     start = time.perf_counter()
-    result = train(
-        config,
-        sets["train"],
-        sets["val"],
-        student,
-        teacher,
-        run_dir=run_dir,
-        callbacks=EpochLog(method, every=5),
+    outcome = run_distillation(
+        DistillationRequest(
+            images=DecodedImages(DatasetSplits(sets["train"], sets["val"], sets["test"])),
+            out_dir=run_dir,
+            config=config,
+            teacher=teacher,
+            student=student,
+            export=False,
+        ),
+        EpochLog(method, every=5),
     )
+    result, report = outcome.result, outcome.report
     fpg = prompt_diagnostics(run_dir, config, result.student, teacher, sets)
     shutil.rmtree(run_dir)  # per-epoch checkpoints only matter while the run is in progress
-    probs = predict(result.student, sets["test"], batch_size=256, device=device)
     seconds = time.perf_counter() - start
-    report = classification_report(
-        sets["test"].labels.numpy(),
-        probs.argmax(axis=1),
-        FINE_CLASSES,
-        train_counts=sets["train"].class_counts(),
-    )
     groups = report["shot_groups"]
     return {
         "method": method,

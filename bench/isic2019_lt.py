@@ -20,10 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import foprokd
-from foprokd.cli import DEFAULT_CACHE_DIR, TrainRequest, run_training
-from foprokd.data import SPLITS, ManifestEntry
 from foprokd.errors import EngineError
-from foprokd.trainer import METHODS, TrainConfig
+from foprokd.hyperparams import METHODS, TrainConfig
+from foprokd.manifest import ManifestRow
+from foprokd.pipeline import (
+    DEFAULT_CACHE_DIR,
+    DistillationRequest,
+    ManifestImages,
+    run_distillation,
+)
+from foprokd.progress import ProgressBar
+from foprokd.splits import SPLITS
 
 SPLIT_LISTS = Path(foprokd.__file__).parent / "splits" / "isic2019_lt"
 CLASS_NAMES = ["NV", "MEL", "BCC", "BKL", "AK", "SCC", "VASC", "DF"]  # index = finding
@@ -52,7 +59,7 @@ class IsicImagesMissing(EngineError):
         return (self.images_dir, self.missing, self.total)
 
 
-def load_protocol(fold: int, imbalance: str) -> list[ManifestEntry]:
+def load_protocol(fold: int, imbalance: str) -> list[ManifestRow]:
     """Manifest of one protocol draw: paths ``<image>.jpg``, labels from ``CLASS_NAMES``."""
     if fold not in FOLDS or imbalance not in IMBALANCES:
         raise ValueError(f"fold must be in {FOLDS} and imbalance in {IMBALANCES}")
@@ -61,11 +68,11 @@ def load_protocol(fold: int, imbalance: str) -> list[ManifestEntry]:
         with (SPLIT_LISTS / f"{split}_skin{fold}_{imbalance}.csv").open(newline="") as handle:
             for row in csv.DictReader(handle):
                 label = CLASS_NAMES[int(row["finding"])]
-                entries.append(ManifestEntry(f"{row['image']}.jpg", label, split))
+                entries.append(ManifestRow(f"{row['image']}.jpg", label, split))
     return entries
 
 
-def limit_per_class(entries: Sequence[ManifestEntry], limit: int) -> list[ManifestEntry]:
+def limit_per_class(entries: Sequence[ManifestRow], limit: int) -> list[ManifestRow]:
     """The first ``limit`` entries of every (split, class): a deterministic smoke-test subset."""
     seen: dict[tuple[str, str], int] = {}
     kept = []
@@ -77,7 +84,7 @@ def limit_per_class(entries: Sequence[ManifestEntry], limit: int) -> list[Manife
     return kept
 
 
-def check_images(entries: Sequence[ManifestEntry], images_dir: Path) -> None:
+def check_images(entries: Sequence[ManifestRow], images_dir: Path) -> None:
     """Raise ``IsicImagesMissing`` unless every listed image is a file in ``images_dir``."""
     if not images_dir.is_dir():
         raise IsicImagesMissing(images_dir, [e.path for e in entries], len(entries))
@@ -173,7 +180,7 @@ def run_tag(args: argparse.Namespace) -> str:
     return f"fold{args.fold}_imb{args.imbalance}_seed{args.seed}"
 
 
-def run_methods(args: argparse.Namespace, entries: list[ManifestEntry]) -> list[dict[str, Any]]:
+def run_methods(args: argparse.Namespace, entries: list[ManifestRow]) -> list[dict[str, Any]]:
     """Train every requested method on ``entries``; one ``summarise`` row per method."""
     rows = []
     for method in args.methods:
@@ -185,10 +192,11 @@ def run_methods(args: argparse.Namespace, entries: list[ManifestEntry]) -> list[
             seed=args.seed,
             device=args.device,
         )
-        request = TrainRequest(
-            data_root=args.images,
-            entries=entries,
-            run_dir=args.out / run_tag(args) / method,
+        request = DistillationRequest(
+            images=ManifestImages(
+                args.images, entries, cache_dir=args.cache_dir, classes=CLASS_NAMES
+            ),
+            out_dir=args.out / run_tag(args) / method,
             config=config,
             teacher=args.teacher,
             student=args.student,
@@ -196,12 +204,14 @@ def run_methods(args: argparse.Namespace, entries: list[ManifestEntry]) -> list[
             student_weights=args.student_weights,
             weights_dir=args.weights_dir,
             allow_random_weights=args.allow_random_weights,
-            cache_dir=args.cache_dir,
-            classes=CLASS_NAMES,
             export=False,
-            show_progress=not args.quiet,
         )
-        rows.append(summarise(run_training(request)))
+        bar = ProgressBar(enabled=not args.quiet)
+        try:
+            outcome = run_distillation(request, bar)
+        finally:
+            bar.close()
+        rows.append(summarise(outcome.metrics))
         print(f"{method}: test balanced accuracy {rows[-1]['test_balanced_accuracy']:.4f}")
     return rows
 

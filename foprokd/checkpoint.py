@@ -6,7 +6,6 @@ stored as tensors and lists for the same reason.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from foprokd.atomic import atomic_path
 from foprokd.errors import CheckpointInvalid
 
 CHECKPOINT_FORMAT = 1
@@ -64,15 +64,8 @@ def save_checkpoint(payload: dict[str, Any], path: Path) -> Path:
     The payload gets a ``format`` key. Returns ``path``.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb") as handle:
-            torch.save({**payload, "format": CHECKPOINT_FORMAT}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path, fsync=True) as tmp:
+        torch.save({**payload, "format": CHECKPOINT_FORMAT}, tmp)
     return path
 
 

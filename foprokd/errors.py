@@ -123,3 +123,11 @@ class CheckpointInvalid(EngineError):
 
     def _init_args(self) -> tuple[Any, ...]:
         return (self.path, self.reason)
+
+
+class ManifestInvalid(EngineError):
+    """A dataset manifest or image folder cannot be used as given; the message says why."""
+
+
+class ImageDecodeError(ManifestInvalid):
+    """An image of the manifest is missing or cannot be decoded; the message names the file."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from foprokd.atomic import atomic_paths
 from foprokd.errors import EngineError
 from foprokd.student import StudentClassifier, build_classifier
 
@@ -103,9 +103,11 @@ def export_student(
     model = copy.deepcopy(classifier).cpu().float().eval()
     out_dir.mkdir(parents=True, exist_ok=True)
     final = {kind: out_dir / name for kind, name in FILE_NAMES.items()}
-    temp = {kind: path.with_name(f".{path.name}.tmp-{os.getpid()}") for kind, path in final.items()}
     example = torch.zeros(2, 3, image_size, image_size)
-    try:
+    # Config last: its presence means the other three files are complete.
+    order = ("safetensors", "torchscript", "onnx", "config")
+    with atomic_paths([final[kind] for kind in order]) as temps:
+        temp = dict(zip(order, temps, strict=True))
         with torch.no_grad():
             num_outputs = model(example).shape[1]
         if num_outputs != len(classes):
@@ -141,12 +143,6 @@ def export_student(
             **dict(extra_config or {}),
         }
         temp["config"].write_text(json.dumps(config, indent=2))
-        # Config last: its presence means the other three files are complete.
-        for kind in ("safetensors", "torchscript", "onnx", "config"):
-            temp[kind].replace(final[kind])
-    finally:
-        for path in temp.values():
-            path.unlink(missing_ok=True)
     return final
 
 

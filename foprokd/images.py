@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from PIL import Image, ImageOps
 
+# The file extensions that are images, for the service's ingest and the engine's folder scan.
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+)
 # Recorded in caches and exported configs; bump it whenever ``to_model_rgb`` changes.
 RESIZE_POLICY = "plain-resize-bilinear-antialias-v1"
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -31,6 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from foprokd.atomic import atomic_paths
 
 MODEL_CARD_FORMAT = "foprokd-model-card"
 MODEL_CARD_VERSION = 1
@@ -462,14 +463,9 @@ def write_model_card(out_dir: Path, card: Mapping[str, Any]) -> dict[str, Path]:
     (from ``build_model_card``) into ``out_dir``; return their paths keyed by ``FILE_NAMES``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {kind: out_dir / name for kind, name in FILE_NAMES.items()}
-    temp = {kind: p.with_name(f".{p.name}.tmp-{os.getpid()}") for kind, p in paths.items()}
-    try:
-        plot_training_curves(card["training"]["history"], temp["curves"])
-        temp["markdown"].write_text(render_markdown(card), encoding="utf-8")
-        temp["json"].write_text(json.dumps(card, indent=2, allow_nan=False), encoding="utf-8")
-        for kind in ("curves", "markdown", "json"):
-            temp[kind].replace(paths[kind])
-    finally:
-        for path in temp.values():
-            path.unlink(missing_ok=True)
+    order = ("curves", "markdown", "json")
+    with atomic_paths([paths[kind] for kind in order]) as (curves, markdown, card_json):
+        plot_training_curves(card["training"]["history"], curves)
+        markdown.write_text(render_markdown(card), encoding="utf-8")
+        card_json.write_text(json.dumps(card, indent=2, allow_nan=False), encoding="utf-8")
     return paths

@@ -34,6 +34,8 @@ from typing import BinaryIO, Literal
 import numpy as np
 from PIL import Image
 
+from foprokd.atomic import atomic_path
+
 ArchiveKind = Literal["zip", "tar", "tar.gz"]
 MemberKind = Literal["file", "dir", "symlink", "hardlink", "chardev", "fifo"]
 ImageMode = Literal["RGB", "L", "CMYK", "I;16"]
@@ -265,13 +267,8 @@ def write_archive(path: Path, members: Iterable[Member], kind: ArchiveKind) -> P
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and renamed into place: a failure leaves no half archive.
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        with partial.open("wb") as out:
-            _write_members(out, members, kind)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_path(path) as partial, partial.open("wb") as out:
+        _write_members(out, members, kind)
     return path
 
 

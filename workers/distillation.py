@@ -34,29 +34,13 @@ from app.jobs.schemas import JobParams
 from app.jobs.state import EventKind, transition
 from app.students.service import upload_artifact
 from app.teachers.service import resolve_teacher
-from foprokd.cli import evaluate_images
+from foprokd.catalog import TEACHERS, ModelSpec
 from foprokd.errors import TrainingCancelled
-from foprokd.export import export_student
-from foprokd.model_card import build_model_card, write_model_card
-from foprokd.student import Student, build_student
-from foprokd.trainer import (
-    TEACHER_METHODS,
-    EpochSummary,
-    Progress,
-    TrainCallbacks,
-    TrainConfig,
-    seed_everything,
-    train,
-)
-from foprokd.zoo import (
-    TEACHERS,
-    FrozenTeacher,
-    ModelSpec,
-    load_teacher,
-    resolve_spec,
-    resolve_weights,
-)
-from workers.dataset_cache import load_dataset
+from foprokd.hyperparams import TEACHER_METHODS
+from foprokd.pipeline import DistillationRequest, PipelineCallbacks, run_distillation
+from foprokd.trainer import EpochSummary, Progress
+from foprokd.zoo import resolve_spec, resolve_weights
+from workers.dataset_cache import fetch_dataset
 from workers.failures import DatasetUnusable, describe_failure
 
 log = logging.getLogger("fopro.training")
@@ -66,6 +50,14 @@ POLL_INTERVAL_S = 0.5  # how often the job row is read for cancel / lease loss
 PR_SET_PDEATHSIG = 1
 # Each phase after "preparing" starts with an info event: progress snapshots are sampled and a
 # short phase can fall between two of them, but the events are a durable record of each phase.
+# What of the pipeline's metrics the job row keeps (the curves are the epoch events).
+JOB_METRICS = (
+    "evaluated_split",
+    "report",
+    "best_epoch",
+    "best_val_balanced_accuracy",
+    "split_sizes",
+)
 PHASE_EVENTS = {
     "training": "Training started.",
     "evaluating": "Training done: evaluating the best epoch's student.",
@@ -145,8 +137,9 @@ class JobWatch:
                 self.stop.set()
 
 
-class JobCallbacks(TrainCallbacks):
-    """The trainer's hooks: progress into the job row, epoch events, checkpoint uploads."""
+class JobCallbacks(PipelineCallbacks):
+    """The pipeline's hooks: progress into the job row, phase and epoch events, warnings,
+    checkpoint uploads."""
 
     def __init__(self, run: DistillationRun, watch: JobWatch) -> None:
         self.run = run
@@ -155,6 +148,18 @@ class JobCallbacks(TrainCallbacks):
 
     def should_cancel(self) -> bool:
         return self.watch.stop.is_set()
+
+    def on_decode(self, done: int, total: int) -> None:
+        self.run.preparing("decoding", done, total)
+
+    def on_phase(self, phase: str) -> None:
+        # Training announces itself with its first step's progress; later phases report the
+        # finished training progress.
+        if phase != "training":
+            self.run.report(phase, {**self.run.training_progress, "percent": 100.0, "eta_s": 0.0})
+
+    def on_warning(self, message: str) -> None:
+        self.run.event(EventKind.warning, message)
 
     def on_progress(self, progress: Progress) -> None:
         self.run.report(
@@ -280,120 +285,58 @@ class DistillationRun:
                 log.exception("job %s failed", self.job_id)
                 self._failed(exc)
 
-    def _run(self, job: Job, dataset: Dataset, run_dir: Path, watch: JobWatch) -> None:
-        params = JobParams.model_validate(job.params)
-        config = TrainConfig.from_dict({**params.train_config(), "method": job.method})
-        if dataset.status != DatasetStatus.ready.value:
-            raise DatasetUnusable(f"it is {dataset.status}, not ready")
-        # Models (and their weights files) first: a missing file must fail before a long decode.
-        seed_everything(config.seed)
-        teacher, student = self._models(
-            job, params, num_classes=len(dataset.classes), run_dir=run_dir
+    def preparing(self, stage: str, done: int, total: int) -> None:
+        """Progress of the ``preparing`` phase: ``downloading`` then ``decoding`` images."""
+        percent = round(100.0 * done / max(total, 1), 1)
+        self.report(
+            "preparing",
+            {"stage": stage, "done": done, "total": total, "percent": percent},
+            throttled=done != total,
         )
 
-        def preparing(stage: str, done: int, total: int) -> None:
-            percent = round(100.0 * done / max(total, 1), 1)
-            self.report(
-                "preparing",
-                {"stage": stage, "done": done, "total": total, "percent": percent},
-                throttled=done != total,
-            )
-
-        cache = load_dataset(
+    def _run(self, job: Job, dataset: Dataset, run_dir: Path, watch: JobWatch) -> None:
+        """Fetch the inputs, run the engine's pipeline, publish the student, record success."""
+        params = JobParams.model_validate(job.params)
+        config = params.train_config(job.method)
+        if dataset.status != DatasetStatus.ready.value:
+            raise DatasetUnusable(f"it is {dataset.status}, not ready")
+        # Weights files first: a missing one must fail before a long download.
+        allow_random = params.allow_random_weights
+        teacher_spec, teacher_path = self._teacher_weights(job, allow_random, run_dir)
+        student_path = resolve_weights(
+            resolve_spec(job.student, "student"),
+            weights_dir=self.settings.weights_dir,
+            allow_random=allow_random,
+        )
+        images = fetch_dataset(
             self.store,
             dataset_id=dataset.id,
             manifest_key=dataset.manifest_key,
             classes=list(dataset.classes),
             cache_root=self.settings.data_dir / "cache",
-            image_size=config.image_size,
-            on_progress=preparing,
+            on_progress=lambda done, total: self.preparing("downloading", done, total),
         )
-        train_set, val_set, test_set = (cache.split(s) for s in ("train", "val", "test"))
-        if len(train_set) < 2 or len(val_set) < 1:
-            raise DatasetUnusable(
-                f"training needs at least 2 train and 1 val images; it has {len(train_set)} "
-                f"train and {len(val_set)} val"
-            )
-        resume_from = self._fetch_checkpoint(job, run_dir)
+        request = DistillationRequest(
+            images=images,
+            out_dir=run_dir / "run",
+            config=config,
+            teacher=teacher_spec,
+            student=job.student,
+            teacher_weights=teacher_path,
+            student_weights=student_path,
+            allow_random_weights=allow_random,
+            resume_from=self._fetch_checkpoint(job, run_dir),
+            dataset={"name": dataset.name, "id": dataset.id},
+            provenance={"job_id": job.id, "dataset_id": job.dataset_id},
+        )
+        outcome = run_distillation(request, JobCallbacks(self, watch))
 
-        callbacks = JobCallbacks(self, watch)
-        result = train(
-            config,
-            train_set,
-            val_set,
-            student,
-            teacher,
-            run_dir=run_dir / "train",
-            callbacks=callbacks,
-            resume_from=resume_from,
-        )
-
-        finished = {**self.training_progress, "percent": 100.0, "eta_s": 0.0}
-        self.report("evaluating", finished)
-        # As the engine's own CLI: report on test, or on val when the dataset has no test split.
-        evaluated_split = "test" if len(test_set) else "val"
-        train_counts = train_set.class_counts()
-        report = evaluate_images(
-            result.student.classifier(),
-            test_set if len(test_set) else val_set,
-            train_counts=train_counts,
-            batch_size=config.eval_batch_size,
-            device=config.device,
-        )
-        metrics: dict[str, Any] = {
-            "evaluated_split": evaluated_split,
-            "report": report,
-            "best_epoch": result.best_epoch,
-            "best_val_balanced_accuracy": result.best_balanced_accuracy,
-            "split_sizes": {"train": len(train_set), "val": len(val_set), "test": len(test_set)},
-        }
-        if not len(test_set):
-            self.event(EventKind.warning, "The dataset has no test split: reported on val.")
-
-        self.report("exporting", finished, metrics=metrics)
-        out_dir = run_dir / "export"
-        classifier = result.student.classifier()
-        exported = export_student(
-            classifier,
-            classes=cache.classes,
-            image_size=config.image_size,
-            arch=job.student,
-            out_dir=out_dir,
-            extra_config={
-                "job_id": job.id,
-                "dataset_id": job.dataset_id,
-                "method": job.method,
-                "teacher": job.teacher,
-                "train_counts": train_counts,
-                "best_epoch": result.best_epoch,
-            },
-        )
-        card = build_model_card(
-            report=report,
-            evaluated_split=evaluated_split,
-            history=result.history,
-            dataset={
-                "name": dataset.name,
-                "id": dataset.id,
-                "classes": cache.classes,
-                "class_counts": {
-                    "train": train_counts,
-                    "val": val_set.class_counts(),
-                    "test": test_set.class_counts(),
-                },
-            },
-            hyper_parameters=config.to_dict(),
-            student_name=job.student,
-            teacher_name=job.teacher if teacher is not None else None,
-            student=classifier,
-            teacher=teacher,
-            onnx_path=exported["onnx"],
-        )
-        files = [*exported.values(), *write_model_card(out_dir, card).values()]
         artifacts = [
             upload_artifact(self.store, team_id=self.team_id, job_id=self.job_id, path=path)
-            for path in files
+            for path in outcome.files
         ]
+        metrics = {key: outcome.metrics[key] for key in JOB_METRICS}
+        finished = {**self.training_progress, "percent": 100.0, "eta_s": 0.0}
         with session_scope() as session:
             session.add_all(artifacts)
             transition(
@@ -403,46 +346,13 @@ class DistillationRun:
                 target=JobStatus.succeeded,
                 lease_owner=self.owner,
                 message=(
-                    f"Succeeded: best epoch {result.best_epoch}; {evaluated_split} balanced "
-                    f"accuracy {report['balanced_accuracy']:.3f}."
+                    f"Succeeded: best epoch {outcome.result.best_epoch}; "
+                    f"{outcome.evaluated_split} balanced accuracy "
+                    f"{outcome.report['balanced_accuracy']:.3f}."
                 ),
                 values={"metrics": metrics, "progress": finished},
                 data={"artifacts": [a.name for a in artifacts]},
             )
-
-    def _models(
-        self, job: Job, params: JobParams, *, num_classes: int, run_dir: Path
-    ) -> tuple[FrozenTeacher | None, Student]:
-        """The frozen teacher (None for methods without one) and the student to train."""
-        weights_dir = self.settings.weights_dir
-        allow_random = params.allow_random_weights
-        teacher_spec, teacher_path = self._teacher_weights(job, allow_random, run_dir)
-        teacher: FrozenTeacher | None = None
-        if job.method in TEACHER_METHODS:
-            if teacher_path is None:
-                self.event(
-                    EventKind.warning,
-                    f"Teacher {job.teacher} uses RANDOM weights (allow_random_weights is a "
-                    "test-only switch): the student learns nothing useful from it.",
-                )
-            teacher = load_teacher(teacher_spec, weights=teacher_path, allow_random=True)
-        student_spec = resolve_spec(job.student, "student")
-        student_path = resolve_weights(
-            student_spec, weights_dir=weights_dir, allow_random=allow_random
-        )
-        if student_path is None:
-            self.event(
-                EventKind.warning,
-                f"Student {job.student} starts from RANDOM weights (allow_random_weights).",
-            )
-        student = build_student(
-            student_spec,
-            num_classes,
-            teacher.feature_dim if teacher is not None else teacher_spec.feature_dim,
-            weights=student_path,
-            allow_random=True,
-        )
-        return teacher, student
 
     def _teacher_weights(
         self, job: Job, allow_random: bool, run_dir: Path

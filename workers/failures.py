@@ -15,9 +15,9 @@ from sqlalchemy.exc import OperationalError
 
 from app.core.errors import ServiceError
 from app.core.storage import StoreUnavailable
-from foprokd.data import ManifestInvalid
 from foprokd.errors import (
     CheckpointInvalid,
+    ManifestInvalid,
     NonFiniteLoss,
     TrainingOutOfMemory,
     WeightsInvalid,

@@ -31,7 +31,6 @@ from app.core.storage import ObjectNotFound, ObjectStore, StoreUnavailable, open
 from app.core.tenancy import team_object_key
 from app.datasets.archive import ArchiveError, open_archive
 from app.datasets.images import CheckedImage
-from app.datasets.manifest import write_manifest
 from app.datasets.models import Dataset, DatasetStatus
 from app.datasets.problems import Problem, ProblemCode
 from app.datasets.schemas import IngestOptions
@@ -44,6 +43,7 @@ from app.datasets.validation import (
     archive_problem,
     validate_archive,
 )
+from foprokd.manifest import write_manifest
 from workers.celery_app import celery_app
 
 log = logging.getLogger("fopro.ingest")

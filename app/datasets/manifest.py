@@ -1,31 +1,17 @@
-"""CSV manifests: the labels file users put in an archive, and the manifest a ready dataset gets.
+"""The labels CSV users put in an archive: forgiving about delimiters, strict about defects.
 
-The dataset manifest (what the training worker reads) has the header
-``path,object_key,label,split,sha256,width,height``: one row per image, ``path`` as in the archive,
-``object_key`` where the image bytes are stored, ``sha256`` of those stored bytes, ``width`` and
-``height`` in pixels as displayed.
+(The manifest a ready dataset gets is the engine's, ``foprokd.manifest``.)
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TextIO
 
 from app.datasets.problems import ProblemCode, ProblemLog
-from app.datasets.splits import normalize_split
+from foprokd.splits import normalize_split
 
-MANIFEST_HEADER: tuple[str, ...] = (
-    "path",
-    "object_key",
-    "label",
-    "split",
-    "sha256",
-    "width",
-    "height",
-)
 _DELIMITERS = (",", ";", "\t")
 
 
@@ -46,19 +32,6 @@ class LabelRow:
     image: str
     label: str
     split: str | None
-
-
-@dataclass(frozen=True)
-class ManifestRow:
-    """One image of a ready dataset (see the module docstring for the columns)."""
-
-    path: str
-    object_key: str
-    label: str
-    split: str
-    sha256: str
-    width: int
-    height: int
 
 
 def csv_header(data: bytes) -> list[str] | None:
@@ -184,13 +157,3 @@ def _label_row(
             )
             return None
     return LabelRow(line, image, label, split)
-
-
-def write_manifest(rows: Iterable[ManifestRow], handle: TextIO) -> None:
-    """Write the dataset manifest CSV (header ``MANIFEST_HEADER``) to ``handle``."""
-    writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(MANIFEST_HEADER)
-    for row in rows:
-        writer.writerow(
-            [row.path, row.object_key, row.label, row.split, row.sha256, row.width, row.height]
-        )

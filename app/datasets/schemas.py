@@ -8,7 +8,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.datasets.models import DatasetStatus
-from app.datasets.splits import MAX_SEED
+from foprokd.splits import MAX_SEED
 
 
 class IngestOptions(BaseModel):

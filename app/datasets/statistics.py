@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from app.datasets.splits import count_by_split
+from foprokd.splits import count_by_split
 
 # Shot groups by training images per class, the long-tail convention (Liu et al., CVPR 2019)
 # also used by the engine's metrics (foprokd.metrics.shot_groups).

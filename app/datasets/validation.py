@@ -31,11 +31,12 @@ from app.datasets.archive import (
     unsafe_name_reason,
 )
 from app.datasets.images import IMAGE_EXTENSIONS, CheckedImage, ImageRejected, check_image
-from app.datasets.manifest import LabelColumns, ManifestRow, csv_header, parse_label_csv
+from app.datasets.manifest import LabelColumns, csv_header, parse_label_csv
 from app.datasets.problems import ProblemCode, ProblemLog
 from app.datasets.schemas import IngestOptions
-from app.datasets.splits import SPLITS, new_seed, normalize_split, stratified_split
 from app.datasets.statistics import dataset_statistics
+from foprokd.manifest import ManifestRow
+from foprokd.splits import SPLITS, new_seed, normalize_split, stratified_split
 
 # Ratios of small entries say nothing about bombs (a 2 KB CSV of zeros compresses 100:1).
 RATIO_FLOOR_BYTES = 1024 * 1024
@@ -455,19 +456,19 @@ def _label_and_split(
         assert item.split is not None
         rows.append(
             ManifestRow(
-                path,
-                image.stored.object_key,
-                item.label,
-                item.split,
-                image.stored.sha256,
-                image.width,
-                image.height,
+                path=path,
+                object_key=image.stored.object_key,
+                label=item.label,
+                split=item.split,
+                sha256=image.stored.sha256,
+                width=image.width,
+                height=image.height,
             )
         )
     stats.update(
         dataset_statistics(
             [(row.label, row.split) for row in rows],
-            [(row.width, row.height) for row in rows],
+            [(scan.images[row.path].width, scan.images[row.path].height) for row in rows],
             classes,
         )
     )

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from app.jobs.models import JobStatus
 from foprokd.catalog import STUDENTS
-
-# The engine's methods (foprokd.trainer.METHODS, kept equal by a unit test): the API must not
-# import torch, and a Literal gives a clear 422 and an enum in the OpenAPI schema.
-Method = Literal["ce", "bsm", "ekd", "fopro", "fopro_akd"]
+from foprokd.hyperparams import (
+    DEFAULT_METHOD,
+    METHOD_HELP,
+    HyperParams,
+    Method,
+    TrainConfig,
+)
 
 
 class Priority(StrEnum):
@@ -23,31 +26,14 @@ class Priority(StrEnum):
 
 
 # Redis (the production broker) serves the lowest number first; 5 is Celery's default here.
+MIN_IMAGE_SIZE = 32
 CELERY_PRIORITY: dict[Priority, int] = {Priority.high: 0, Priority.normal: 5, Priority.low: 9}
 
 
-class JobParams(BaseModel):
-    """Hyper-parameters of one run; names and defaults are the engine's ``TrainConfig`` (paper)."""
+class JobParams(HyperParams):
+    """Hyper-parameters of one run: the engine's own fields, defaults (the paper's), ranges and
+    help texts (``foprokd.hyperparams``), plus the service's switches and policies."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    epochs: int = Field(default=30, ge=1, le=1000)
-    # The projection head has BatchNorm, which cannot train on a batch of one image.
-    batch_size: int = Field(default=32, ge=2, le=4096)
-    image_size: int = Field(
-        default=224, ge=32, le=1024, description="Training resolution S (a multiple of 8)."
-    )
-    lr: float = Field(default=3e-4, gt=0, le=10)
-    weight_decay: float = Field(default=0.0, ge=0, le=1)
-    grad_clip_norm: float = Field(default=5.0, ge=0, description="0 disables clipping.")
-    distill_weight: float = Field(default=3.0, ge=0, description="λ of the EKD cosine term.")
-    fpg_lr: float = Field(default=1e-3, gt=0, le=10)
-    fpg_alpha: float = Field(default=0.5, gt=0, lt=1, description="Amplitude mask in [1-α, 1+α].")
-    fpg_beta: float = Field(default=1.0, ge=0, description="Weight of the FPG's BSM probe term.")
-    fpg_gamma: float = Field(default=0.1, ge=0, description="Weight of the mask regulariser.")
-    akd_warmup_epochs: int = Field(default=1, ge=0, le=1000)
-    augment: bool = True
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
     allow_random_weights: bool = Field(
         default=False,
         description=(
@@ -58,14 +44,16 @@ class JobParams(BaseModel):
 
     @field_validator("image_size")
     @classmethod
-    def _multiple_of_eight(cls, value: int) -> int:
-        if value % 8:
-            raise ValueError(f"must be a multiple of 8, got {value}")
+    def _service_image_size(cls, value: int) -> int:
+        # Service policy on shared GPUs: sizes the exported ONNX and the zoo's strides handle.
+        if value < MIN_IMAGE_SIZE or value % 8:
+            raise ValueError(f"must be a multiple of 8 and at least {MIN_IMAGE_SIZE}, got {value}")
         return value
 
-    def train_config(self) -> dict[str, Any]:
-        """The fields ``foprokd.trainer.TrainConfig`` takes (everything but service switches)."""
-        return self.model_dump(exclude={"allow_random_weights"})
+    def train_config(self, method: str) -> TrainConfig:
+        """The engine's ``TrainConfig`` for ``method`` (everything but the service switches)."""
+        values = self.model_dump(exclude={"allow_random_weights"})
+        return TrainConfig.model_validate({**values, "method": method})
 
 
 class JobCreate(BaseModel):
@@ -76,7 +64,10 @@ class JobCreate(BaseModel):
         max_length=100, description="A built-in teacher (GET /v1/teachers) or your team's own."
     )
     student: str = Field(max_length=100)
-    method: Method = "fopro_akd"
+    method: Method = Field(
+        default=DEFAULT_METHOD,
+        description="; ".join(f"{name}: {text}" for name, text in METHOD_HELP.items()),
+    )
     priority: Priority = Priority.normal
     params: JobParams = Field(default_factory=JobParams)
 

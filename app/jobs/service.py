@@ -35,6 +35,7 @@ from app.teachers.service import resolve_teacher
 from app.teams.models import Role
 from app.teams.service import Principal
 from foprokd.catalog import expected_weight_paths, find_weights
+from foprokd.hyperparams import TEACHER_METHODS
 
 
 class DatasetNotReady(InvalidInput):
@@ -53,11 +54,6 @@ class JobInUse(Conflict):
     code = "job_in_use"
 
 
-# Plain supervised baselines: the teacher is named (its feature size shapes the student's
-# projection head) but never loaded, so its weights need not be installed.
-TEACHERLESS_METHODS = frozenset({"ce", "bsm"})
-
-
 def _check_models(session: Session, team_id: str, body: JobCreate, settings: Settings) -> None:
     """Refuse at submit, not hours later, a teacher or student whose weights are not installed.
 
@@ -68,7 +64,9 @@ def _check_models(session: Session, team_id: str, body: JobCreate, settings: Set
         session,
         team_id,
         body.teacher,
-        require_weights=not (random_ok or body.method in TEACHERLESS_METHODS),
+        # Plain supervised baselines name a teacher (its feature size shapes the student's
+        # projection head) but never load it, so its weights need not be installed.
+        require_weights=not (random_ok or body.method not in TEACHER_METHODS),
         settings=settings,
     )
     assert settings.weights_dir is not None  # Settings fills it from the data dir

@@ -17,9 +17,12 @@ import pytest
 import torch
 
 from foprokd.data import LabelledImages
+from foprokd.evaluation import predict
+from foprokd.hyperparams import METHODS, TrainConfig
 from foprokd.metrics import classification_report
+from foprokd.runtime import seed_everything
 from foprokd.student import Student
-from foprokd.trainer import METHODS, TrainConfig, predict, seed_everything, train
+from foprokd.trainer import train
 from foprokd.zoo import IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher, create_backbone
 
 SIZE = 32

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bench import fashion_lt
-from foprokd.trainer import METHODS
+from foprokd.hyperparams import METHODS
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

@@ -8,7 +8,6 @@ only torch, timm and ``foprokd`` (``--noconftest`` runs it without the service's
 
 from __future__ import annotations
 
-import dataclasses
 import gc
 from pathlib import Path
 
@@ -17,8 +16,9 @@ import torch
 
 from foprokd.data import LabelledImages
 from foprokd.errors import TrainingOutOfMemory
+from foprokd.hyperparams import METHODS, TrainConfig
 from foprokd.student import Student
-from foprokd.trainer import METHODS, TrainConfig, train
+from foprokd.trainer import train
 from foprokd.zoo import IMAGENET_MEAN, IMAGENET_STD, FrozenTeacher, create_backbone
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -118,7 +118,7 @@ def test_a_real_cuda_out_of_memory_suggests_a_batch_size_that_fits(tmp_path: Pat
         del caught, error
         gc.collect()
         torch.cuda.empty_cache()
-        fitted = dataclasses.replace(config, batch_size=suggested)
+        fitted = config.model_copy(update={"batch_size": suggested})
         result = train(
             fitted, train_set, val_set, student(frozen.feature_dim), frozen, run_dir=tmp_path / "b"
         )
@@ -136,7 +136,7 @@ def test_compiled_training_matches_the_eager_losses_closely(tmp_path: Path) -> N
     data = images([64, 32, 16, 16], 32, seed=4), images([8, 8, 8, 8], 32, seed=5)
     eager = train(config, *data, student(frozen.feature_dim), frozen, run_dir=tmp_path / "e")
     compiled = train(
-        dataclasses.replace(config, compile=True),
+        config.model_copy(update={"compile": True}),
         *data,
         student(frozen.feature_dim),
         frozen,

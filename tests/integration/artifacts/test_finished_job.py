@@ -23,10 +23,11 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from app.core.config import get_settings
-from foprokd.data import LabelledImages, decode_image
+from foprokd.data import LabelledImages
+from foprokd.evaluation import predict
 from foprokd.export import load_exported
+from foprokd.image_cache import decode_image
 from foprokd.synthetic import texture_image
-from foprokd.trainer import predict
 from tests.integration.jobs.conftest import TEST_PARAMS, Deployment
 from tests.unit.jobs.ready_dataset import auth
 

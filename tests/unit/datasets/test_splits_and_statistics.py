@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.datasets.splits import normalize_split, split_sizes, stratified_split
 from app.datasets.statistics import dataset_statistics, imbalance_ratio, shot_groups
+from foprokd.splits import normalize_split, split_sizes, stratified_split
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,7 @@ def test_train_writes_a_complete_run_folder(image_folder: Path, tmp_path: Path) 
     assert exported.config["train_counts"] == record["train_counts"]
     assert {p.name for p in (run / "student").iterdir()} == {
         "config.json", "student.safetensors", "student.torchscript.pt", "student.onnx",
+        "model_card.json", "model_card.md", "training_curves.png",
     }  # fmt: skip
 
 

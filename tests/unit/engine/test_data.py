@@ -1,4 +1,4 @@
-"""foprokd.data: manifests, the decode-once cache and batched augmentation."""
+"""The engine's data path: manifests, splits, the decode-once cache and batched augmentation."""
 
 from __future__ import annotations
 
@@ -10,22 +10,14 @@ import pytest
 import torch
 from PIL import Image
 
-from foprokd import data
-from foprokd.data import (
-    BatchAugment,
-    ImageCache,
-    ImageDecodeError,
-    LabelledImages,
-    ManifestEntry,
-    ManifestInvalid,
-    PilImageDataset,
-    decode_image,
-    index_batches,
-    read_manifest,
-    scan_image_folder,
-    stratified_split,
-    to_unit_float,
-)
+from foprokd import image_cache
+from foprokd.augment import BatchAugment
+from foprokd.data import LabelledImages, index_batches, to_unit_float
+from foprokd.errors import ImageDecodeError, ManifestInvalid
+from foprokd.image_cache import ImageCache, decode_image
+from foprokd.manifest import ManifestRow, read_manifest, scan_image_folder
+from foprokd.reference import PilImageDataset
+from foprokd.splits import stratified_split
 
 SIZE = 16
 
@@ -101,7 +93,7 @@ def test_second_build_reuses_cache_without_decoding(
     def refuse(path: Path, image_size: int) -> np.ndarray:
         raise AssertionError(f"decoded {path} although the cache is valid")
 
-    monkeypatch.setattr(data, "decode_image", refuse)
+    monkeypatch.setattr(image_cache, "decode_image", refuse)
     progress: list[tuple[int, int]] = []
     second = ImageCache.build(
         entries,
@@ -159,8 +151,8 @@ def test_manifest_with_and_without_split_column(tmp_path: Path) -> None:
     with_split = tmp_path / "a.csv"
     with_split.write_text("path,label,split,extra\nx.png,b,train,1\ny.png,a,test,2\n")
     assert read_manifest(with_split) == [
-        ManifestEntry("x.png", "b", "train"),
-        ManifestEntry("y.png", "a", "test"),
+        ManifestRow("x.png", "b", "train"),
+        ManifestRow("y.png", "a", "test"),
     ]
     without = tmp_path / "b.csv"
     without.write_text("path,label\n" + "".join(f"{i}.png,c{i % 2}\n" for i in range(20)))
@@ -181,14 +173,16 @@ def test_image_folder_with_split_level(tmp_path: Path) -> None:
     entries = scan_image_folder(tmp_path)
     assert len(entries) == 8
     assert sum(e.split == "test" for e in entries) == 2
-    assert ManifestEntry("train/a/0.png", "a", "train") in entries
+    assert ManifestRow("train/a/0.png", "a", "train") in entries
 
 
 def test_stratified_split_fractions_per_class() -> None:
     labels = ["common"] * 100 + ["rare"] * 3 + ["pair"] * 2 + ["single"]
-    splits = stratified_split(labels, seed=0)
-    assert splits == stratified_split(labels, seed=0)
-    assert splits != stratified_split(labels, seed=1)
+    items = {f"img{i:03d}.png": label for i, label in enumerate(labels)}
+    assigned = stratified_split(items, seed=0)
+    assert assigned == stratified_split(items, seed=0)
+    assert assigned != stratified_split(items, seed=1)
+    splits = [assigned[key] for key in items]
     common = splits[:100]
     assert (common.count("train"), common.count("val"), common.count("test")) == (70, 10, 20)
     assert sorted(splits[100:103]) == ["test", "train", "val"]

@@ -20,10 +20,11 @@ from bench.isic2019_lt import (
     load_protocol,
     main,
 )
-from foprokd.data import ImageCache, ManifestEntry
+from foprokd.image_cache import ImageCache
+from foprokd.manifest import ManifestRow
 
 
-def _write_stand_ins(entries: list[ManifestEntry], images: Path) -> None:
+def _write_stand_ins(entries: list[ManifestRow], images: Path) -> None:
     """Small JPEGs named like ISIC ids, coloured by class (the real ones are ~1 MB photos)."""
     rng = np.random.default_rng(0)
     images.mkdir(parents=True, exist_ok=True)

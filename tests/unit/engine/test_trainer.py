@@ -11,28 +11,19 @@ import torch
 
 from foprokd.checkpoint import load_checkpoint
 from foprokd.data import LabelledImages
+from foprokd.distillers import Distiller, EffectiveDistiller, build_distiller, train_step
 from foprokd.errors import (
     CheckpointInvalid,
     NonFiniteLoss,
     TrainingCancelled,
     TrainingOutOfMemory,
 )
+from foprokd.evaluation import predict
 from foprokd.fourier import FourierPromptLearner
+from foprokd.hyperparams import METHODS, TrainConfig
 from foprokd.losses import log_class_prior
 from foprokd.student import Student
-from foprokd.trainer import (
-    METHODS,
-    Distiller,
-    EffectiveDistiller,
-    EpochSummary,
-    Progress,
-    TrainCallbacks,
-    TrainConfig,
-    build_distiller,
-    predict,
-    train,
-    train_step,
-)
+from foprokd.trainer import EpochSummary, Progress, TrainCallbacks, train
 from foprokd.zoo import FrozenTeacher
 
 SplitFactory = Callable[..., LabelledImages]

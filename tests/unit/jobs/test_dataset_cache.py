@@ -10,20 +10,21 @@ from sqlalchemy.orm import Session
 from app.core.config import get_settings
 from app.core.storage import ObjectStore
 from app.datasets.models import Dataset
+from foprokd.pipeline import DatasetSplits
 from tests.unit.jobs.conftest import Team
-from workers.dataset_cache import load_dataset, local_path
+from workers.dataset_cache import fetch_dataset, local_path
 from workers.failures import DatasetUnusable
 
 
-def load(store: ObjectStore, dataset: Dataset, image_size: int = 16) -> object:
-    return load_dataset(
+def load(store: ObjectStore, dataset: Dataset, image_size: int = 16) -> DatasetSplits:
+    images = fetch_dataset(
         store,
         dataset_id=dataset.id,
         manifest_key=dataset.manifest_key,
         classes=list(dataset.classes),
         cache_root=get_settings().data_dir / "cache",
-        image_size=image_size,
     )
+    return images.load(image_size, None)
 
 
 def test_downloads_once_and_decodes_every_split(
@@ -31,19 +32,18 @@ def test_downloads_once_and_decodes_every_split(
 ) -> None:
     dataset = session.get_one(Dataset, team.dataset_id)
     stages: list[tuple[str, int, int]] = []
-    cache = load_dataset(
+    images = fetch_dataset(
         store,
         dataset_id=dataset.id,
         manifest_key=dataset.manifest_key,
         classes=list(dataset.classes),
         cache_root=get_settings().data_dir / "cache",
-        image_size=16,
-        on_progress=lambda stage, done, total: stages.append((stage, done, total)),
+        on_progress=lambda done, total: stages.append(("downloading", done, total)),
     )
-    assert cache.classes == dataset.classes
-    sizes = {split: len(cache.split(split)) for split in ("train", "val", "test")}
-    assert sizes == {"train": 12, "val": 4, "test": 4}
-    assert cache.split("train").images.shape[1:] == (3, 16, 16)
+    splits = images.load(16, lambda done, total: stages.append(("decoding", done, total)))
+    assert splits.classes == dataset.classes
+    assert splits.sizes() == {"train": 12, "val": 4, "test": 4}
+    assert splits.train.images.shape[1:] == (3, 16, 16)
     assert ("downloading", 20, 20) in stages
     assert ("decoding", 20, 20) in stages
 

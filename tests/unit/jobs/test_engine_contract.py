@@ -1,28 +1,38 @@
-"""The API's torch-free view of the engine stays equal to the engine itself."""
+"""The API's job parameters are the engine's own vocabulary (``foprokd.hyperparams``)."""
 
 from __future__ import annotations
 
-import dataclasses
-from typing import get_args
+import pytest
+from pydantic import ValidationError
 
-from app.jobs.schemas import JobParams, Method
-from app.jobs.service import TEACHERLESS_METHODS
-from foprokd.trainer import METHODS, TEACHER_METHODS, TrainConfig
-
-
-def test_methods_match_the_trainer() -> None:
-    assert get_args(Method) == METHODS
-    assert set(METHODS) - TEACHER_METHODS == TEACHERLESS_METHODS
+from app.jobs.schemas import JobCreate, JobParams
+from foprokd.distillers import DISTILLERS
+from foprokd.hyperparams import METHODS, HyperParams, TrainConfig
 
 
-def test_job_params_are_train_config_fields_with_the_same_paper_defaults() -> None:
-    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-    params = JobParams().train_config()
-    assert set(params) <= set(defaults)
-    assert params == {name: defaults[name] for name in params}
+def test_every_method_has_a_distiller_and_an_api_name() -> None:
+    assert set(DISTILLERS) == set(METHODS)
+    schema = JobCreate.model_json_schema()
+    assert tuple(schema["properties"]["method"]["enum"]) == METHODS
+
+
+def test_job_params_are_the_engine_hyper_parameters_plus_service_switches() -> None:
+    assert set(JobParams.model_fields) == {*HyperParams.model_fields, "allow_random_weights"}
+    config = JobParams().train_config("fopro_akd")
+    assert config == TrainConfig()  # the paper's defaults, from one definition
 
 
 def test_job_params_build_a_train_config() -> None:
     params = JobParams(epochs=3, batch_size=8, image_size=32, allow_random_weights=True)
-    config = TrainConfig.from_dict({**params.train_config(), "method": "ekd"})
+    config = params.train_config("ekd")
     assert (config.epochs, config.batch_size, config.image_size, config.method) == (3, 8, 32, "ekd")
+    with pytest.raises(ValidationError):
+        params.train_config("kd")
+
+
+def test_the_service_is_stricter_than_the_engine_on_image_size() -> None:
+    assert TrainConfig(image_size=16).image_size == 16  # the engine's tests train at 16 px
+    with pytest.raises(ValidationError, match="multiple of 8 and at least 32"):
+        JobParams(image_size=16)
+    with pytest.raises(ValidationError, match="multiple of 8"):
+        JobParams(image_size=36)

@@ -10,9 +10,9 @@ from sqlalchemy.exc import OperationalError
 
 from app.core.storage import StoreUnavailable
 from app.teachers.service import UnknownTeacher
-from foprokd.data import ImageDecodeError
 from foprokd.errors import (
     CheckpointInvalid,
+    ImageDecodeError,
     NonFiniteLoss,
     TrainingOutOfMemory,
     WeightsInvalid,

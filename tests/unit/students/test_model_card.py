@@ -12,9 +12,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from foprokd.cli import TrainRequest, run_training
-from foprokd.data import LabelledImages, ManifestEntry, decode_image
+from foprokd.data import LabelledImages
+from foprokd.evaluation import predict
 from foprokd.export import load_exported
+from foprokd.hyperparams import TrainConfig
+from foprokd.image_cache import decode_image
+from foprokd.manifest import ManifestRow
 from foprokd.metrics import classification_report
 from foprokd.model_card import (
     FILE_NAMES,
@@ -24,8 +27,8 @@ from foprokd.model_card import (
     count_parameters,
     write_model_card,
 )
+from foprokd.pipeline import DistillationRequest, ManifestImages, run_distillation
 from foprokd.synthetic import sample_dataset
-from foprokd.trainer import TrainConfig, predict
 from foprokd.zoo import load_teacher
 
 TEACHER = "test_efficientnet"
@@ -45,25 +48,22 @@ def engine_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(member.data)
         split, label, _ = member.name.split("/")
-        entries.append(ManifestEntry(member.name, label, split))
+        entries.append(ManifestRow(member.name, label, split))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models on a shared 2-core machine: one thread is faster
     try:
-        metrics = run_training(
-            TrainRequest(
-                data_root=root / "data",
-                entries=entries,
-                run_dir=root / "run",
+        metrics = run_distillation(
+            DistillationRequest(
+                images=ManifestImages(root / "data", entries, cache_dir=root / "cache"),
+                out_dir=root / "run",
                 config=TrainConfig(
                     method="ekd", epochs=2, batch_size=8, image_size=SIZE, device="cpu", seed=1
                 ),
                 teacher=TEACHER,
                 student=STUDENT,
                 allow_random_weights=True,
-                cache_dir=root / "cache",
-                show_progress=False,
             )
-        )
+        ).metrics
     finally:
         torch.set_num_threads(threads)
     exported = load_exported(root / "run" / "student")

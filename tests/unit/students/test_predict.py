@@ -14,8 +14,9 @@ from PIL import Image
 from app.jobs.models import JobStatus
 from app.students import predict as api_predict
 from app.teams.models import Role
-from foprokd.data import LabelledImages, decode_image, to_unit_float
-from foprokd.trainer import predict as engine_predict
+from foprokd.data import LabelledImages, to_unit_float
+from foprokd.evaluation import predict as engine_predict
+from foprokd.image_cache import decode_image
 from tests.unit.students.conftest import (
     CLASSES,
     IMAGE_SIZE,

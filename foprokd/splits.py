@@ -1,4 +1,8 @@
-"""Train/val/test splits: the user's, normalised, or a stratified split made once with a seed."""
+"""Train/val/test splits: split names and their aliases, and THE stratified split.
+
+Torch-free and shared: the service splits an upload with it and ``python -m foprokd`` splits a
+manifest or image folder with it, so the same items and seed give the same split everywhere.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ _ALIASES: dict[str, str] = {
     "testing": "test",
 }
 MAX_SEED = 2**31 - 1
+DEFAULT_VAL_FRACTION = 0.1
+DEFAULT_TEST_FRACTION = 0.2
 
 
 def normalize_split(value: str) -> str | None:
@@ -54,12 +60,18 @@ def split_sizes(count: int, val_fraction: float, test_fraction: float) -> tuple[
 
 
 def stratified_split(
-    labels: Mapping[str, str], *, seed: int, val_fraction: float, test_fraction: float
+    labels: Mapping[str, str],
+    *,
+    seed: int,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
 ) -> dict[str, str]:
-    """Assign every item (key -> class label) a split, class by class.
+    """Assign every item (key, e.g. an image path -> class label) a split, class by class.
 
     Deterministic for a given seed and item set, whatever the order of ``labels``: each class's
     keys are sorted, then shuffled by one RNG seeded with ``seed`` (classes in sorted order).
+    Sizes per class follow ``split_sizes``; a class of a single item goes to train (the service
+    refuses such classes before splitting; the engine trains on them).
     """
     rng = random.Random(seed)
     by_class: dict[str, list[str]] = {}
@@ -69,6 +81,9 @@ def stratified_split(
     for label in sorted(by_class):
         members = sorted(by_class[label])
         rng.shuffle(members)
+        if len(members) == 1:
+            splits[members[0]] = "train"
+            continue
         n_train, n_val, _ = split_sizes(len(members), val_fraction, test_fraction)
         for rank, key in enumerate(members):
             splits[key] = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"

@@ -1,0 +1,458 @@
+"""One distillation from start to finish: the engine's whole workflow as one library call.
+
+``run_distillation`` does build models → decode (cache) → train → evaluate (test, or val when
+there is no test split) → export → model card, writing a run folder:
+
+    run.json        everything needed to reproduce or re-export the run
+    manifest.csv    the splits used (when the images came from a manifest)
+    checkpoint.pt   written after every epoch (resume from it)
+    metrics.json    the report on the evaluated split + training history
+    student/        the exported classifier and its model card
+
+``python -m foprokd train``, the service's training worker and the benchmarks all call it; they
+differ only in where the images and weights come from and what they do with the outcome.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from foprokd.atomic import write_json_atomic
+from foprokd.catalog import ModelSpec
+from foprokd.checkpoint import load_checkpoint
+from foprokd.data import LabelledImages
+from foprokd.errors import EngineError, ManifestInvalid
+from foprokd.evaluation import concat_images, evaluate_images
+from foprokd.export import FILE_NAMES, export_student, load_exported
+from foprokd.hyperparams import TEACHER_METHODS, TrainConfig
+from foprokd.image_cache import ImageCache
+from foprokd.manifest import ManifestRow, save_manifest
+from foprokd.model_card import build_model_card, write_model_card
+from foprokd.runtime import seed_everything
+from foprokd.splits import SPLITS
+from foprokd.student import Student, build_classifier, build_student
+from foprokd.trainer import CHECKPOINT_NAME, TrainCallbacks, TrainResult, train
+from foprokd.zoo import FrozenTeacher, load_teacher, resolve_spec, resolve_weights
+
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+MANIFEST_FILE = "manifest.csv"
+EXPORT_DIR = "student"
+DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "foprokd"
+# Each phase after "preparing" starts with one ``on_phase`` call, in this order.
+PHASES: tuple[str, ...] = ("preparing", "training", "evaluating", "exporting")
+# Only these student modules make up the deployable classifier (proj/fc_proj are training-only).
+_CLASSIFIER_MODULES = frozenset({"normalise", "backbone", "fc"})
+
+ProgressFn = Callable[[int, int], None]
+
+
+class RunFolderInUse(EngineError):
+    """The output folder already holds a run and resuming was not asked for."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        super().__init__(
+            f"{self.run_dir} already holds a training run. Pass --resume to continue it, "
+            "or choose a new --out folder."
+        )
+
+    def _init_args(self) -> tuple[Any, ...]:
+        return (self.run_dir,)
+
+
+@dataclass
+class DatasetSplits:
+    """A dataset decoded at the training resolution: train, val and (possibly empty) test."""
+
+    train: LabelledImages
+    val: LabelledImages
+    test: LabelledImages
+    rows: list[ManifestRow] | None = None  # in cache row order, when decoded from a manifest
+    fingerprint: str | None = None  # the decode cache's, when there is one
+    decoded: int = 0  # images decoded for this run (0 when a cache was reused)
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.train.classes)
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+class ImageSource(Protocol):
+    """Where a run's images come from; ``load`` decodes them at ``image_size``."""
+
+    def load(self, image_size: int, on_progress: ProgressFn | None) -> DatasetSplits: ...
+
+
+@dataclass
+class ManifestImages:
+    """Image files named by manifest rows (paths relative to ``root``), decoded once into the
+    memmap cache under ``cache_dir``. ``classes`` fixes the label order (default: natural)."""
+
+    root: Path
+    rows: Sequence[ManifestRow]
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    classes: Sequence[str] | None = None
+
+    def load(self, image_size: int, on_progress: ProgressFn | None) -> DatasetSplits:
+        for name in ("train", "val"):
+            if not any(row.split == name for row in self.rows):
+                raise ManifestInvalid(
+                    f"the {name} split is empty; every run needs train and val images"
+                )
+        cache = ImageCache.build(
+            self.rows,
+            root=self.root,
+            cache_dir=self.cache_dir,
+            image_size=image_size,
+            classes=self.classes,
+            on_progress=on_progress,
+        )
+        train_set, val_set, test_set = (cache.split(name) for name in SPLITS)
+        return DatasetSplits(
+            train_set, val_set, test_set, cache.entries, cache.fingerprint, cache.decoded
+        )
+
+
+@dataclass
+class DecodedImages:
+    """Splits already in memory (benchmarks, tests): used as they are."""
+
+    splits: DatasetSplits
+
+    def load(self, image_size: int, on_progress: ProgressFn | None) -> DatasetSplits:
+        size = self.splits.train.images.shape[-1]
+        if size != image_size:
+            raise ValueError(f"the images are {size} px but the run trains at {image_size} px")
+        if on_progress is not None:
+            total = sum(self.splits.sizes().values())
+            on_progress(total, total)
+        return self.splits
+
+
+@dataclass
+class DistillationRequest:
+    """One run. ``teacher``/``student``: a zoo or timm name, a spec, or a ready model.
+
+    Weights come from the explicit file, else ``weights_dir``, else the offline HF cache; random
+    weights only with ``allow_random_weights`` (tests, smoke runs), and then ``on_warning`` says
+    so. ``resume_from`` continues from a checkpoint; without it, a run folder that already holds
+    one is refused. ``dataset`` (name, id) goes into the model card and ``provenance`` (job id,
+    dataset id, ...) into the exported ``config.json``.
+    """
+
+    images: ImageSource
+    out_dir: Path
+    config: TrainConfig
+    teacher: str | ModelSpec | FrozenTeacher = "resnet50"
+    student: str | ModelSpec | Student = "resnet18"
+    teacher_weights: Path | None = None
+    student_weights: Path | None = None
+    weights_dir: Path | None = None
+    allow_random_weights: bool = False
+    resume_from: Path | None = None
+    split_seed: int | None = None  # recorded when the splits were generated for this run
+    export: bool = True  # export the student and write its model card
+    dataset: Mapping[str, Any] = field(default_factory=dict)
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+
+
+class PipelineCallbacks(TrainCallbacks):
+    """The trainer's hooks plus the pipeline's own (all no-ops by default)."""
+
+    def on_phase(self, phase: str) -> None:
+        """When a phase of ``PHASES`` after ``preparing`` starts."""
+
+    def on_decode(self, done: int, total: int) -> None:
+        """As images are decoded into the cache (once with total when it is reused)."""
+
+    def on_warning(self, message: str) -> None:
+        """Something a person should know about the run (random weights, no test split)."""
+
+
+@dataclass
+class DistillationOutcome:
+    """What a run produced. ``files``: the exported student and model card, to publish."""
+
+    metrics: dict[str, Any]
+    result: TrainResult
+    splits: DatasetSplits
+    teacher: FrozenTeacher | None
+    files: list[Path]
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return dict(self.metrics["report"])
+
+    @property
+    def evaluated_split(self) -> str:
+        return str(self.metrics["evaluated_split"])
+
+
+def run_distillation(
+    request: DistillationRequest, callbacks: PipelineCallbacks | None = None
+) -> DistillationOutcome:
+    """Build, decode, train (best epoch by val balanced accuracy), evaluate, export, card.
+
+    Raises the engine's typed errors: ``WeightsNotFound`` (before any decoding), data errors
+    (``ManifestInvalid``), training errors (cancelled, NaN, out of memory), ``RunFolderInUse``.
+    """
+    callbacks = callbacks or PipelineCallbacks()
+    config, out_dir = request.config, request.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / CHECKPOINT_NAME).exists() and request.resume_from is None:
+        raise RunFolderInUse(out_dir)
+
+    # Models (and their weights files) first: a missing file must fail before a long decode.
+    seed_everything(config.seed)
+    teacher, teacher_dim = _teacher(request, callbacks)
+    build = _student_builder(request, teacher_dim, callbacks)
+    splits = request.images.load(config.image_size, callbacks.on_decode)
+    student = build(len(splits.classes))
+    if splits.rows is not None:
+        save_manifest(splits.rows, out_dir / MANIFEST_FILE)
+    train_counts = splits.train.class_counts()
+    write_json_atomic(out_dir / RUN_FILE, _run_record(request, splits, teacher_dim))
+
+    callbacks.on_phase("training")
+    start = time.perf_counter()
+    result = train(
+        config,
+        splits.train,
+        splits.val,
+        student,
+        teacher,
+        run_dir=out_dir,
+        callbacks=callbacks,
+        resume_from=request.resume_from,
+    )
+    train_seconds = time.perf_counter() - start
+
+    callbacks.on_phase("evaluating")
+    evaluated_split = "test" if len(splits.test) else "val"
+    if evaluated_split == "val":
+        callbacks.on_warning("The dataset has no test split: reported on val.")
+    classifier = result.student.classifier()
+    report = evaluate_images(
+        classifier,
+        splits.test if len(splits.test) else splits.val,
+        train_counts=train_counts,
+        batch_size=config.eval_batch_size,
+        device=config.device,
+    )
+    teacher_name = _model_name(request.teacher) if teacher is not None else None
+    metrics: dict[str, Any] = {
+        "method": config.method,
+        "teacher": teacher_name,
+        "student": _model_name(request.student),
+        "evaluated_split": evaluated_split,
+        "best_epoch": result.best_epoch,
+        "best_val_balanced_accuracy": result.best_balanced_accuracy,
+        "train_seconds": train_seconds,
+        "split_sizes": splits.sizes(),
+        "report": report,
+        "history": [dataclasses.asdict(summary) for summary in result.history],
+    }
+    files: list[Path] = []
+    if request.export:
+        callbacks.on_phase("exporting")
+        files = _export(request, result, splits, teacher, metrics)
+        metrics["export"] = {path.name: str(path.relative_to(out_dir)) for path in files}
+    write_json_atomic(out_dir / METRICS_FILE, metrics)
+    return DistillationOutcome(metrics, result, splits, teacher, files)
+
+
+def _teacher(
+    request: DistillationRequest, callbacks: PipelineCallbacks
+) -> tuple[FrozenTeacher | None, int]:
+    """The frozen teacher (None when the method uses none) and its feature size."""
+    if isinstance(request.teacher, FrozenTeacher):
+        return request.teacher, request.teacher.feature_dim
+    spec = resolve_spec(request.teacher, "teacher")
+    if request.config.method not in TEACHER_METHODS:
+        return None, spec.feature_dim
+    path = resolve_weights(
+        spec,
+        weights=request.teacher_weights,
+        weights_dir=request.weights_dir,
+        allow_random=request.allow_random_weights,
+    )
+    if path is None:
+        callbacks.on_warning(
+            f"Teacher {spec.name} uses RANDOM weights (allow_random_weights is a test-only "
+            "switch): the student learns nothing useful from it."
+        )
+    return load_teacher(spec, weights=path, allow_random=True), spec.feature_dim
+
+
+def _student_builder(
+    request: DistillationRequest, teacher_dim: int, callbacks: PipelineCallbacks
+) -> Callable[[int], Student]:
+    """Resolve the student's weights now (so a missing file fails early); build it later, when
+    the number of classes is known."""
+    prebuilt = request.student
+    if isinstance(prebuilt, Student):
+        if request.export:
+            raise ValueError("a ready-made student cannot be exported by name: pass export=False")
+        return lambda num_classes: prebuilt
+    spec = resolve_spec(prebuilt, "student")
+    path = resolve_weights(
+        spec,
+        weights=request.student_weights,
+        weights_dir=request.weights_dir,
+        allow_random=request.allow_random_weights,
+    )
+    if path is None:
+        callbacks.on_warning(
+            f"Student {spec.name} starts from RANDOM weights (allow_random_weights)."
+        )
+    return lambda num_classes: build_student(
+        spec, num_classes, teacher_dim, weights=path, allow_random=True
+    )
+
+
+def _model_name(model: str | ModelSpec | FrozenTeacher | Student) -> str:
+    if isinstance(model, str):
+        return model
+    if isinstance(model, ModelSpec):
+        return model.name
+    return type(model).__name__
+
+
+def _run_record(
+    request: DistillationRequest, splits: DatasetSplits, teacher_dim: int
+) -> dict[str, Any]:
+    """``run.json``: what ``export_run`` and a person reproducing the run need."""
+    root = getattr(request.images, "root", None)
+    return {
+        "data_root": str(Path(root).resolve()) if root is not None else None,
+        "manifest": MANIFEST_FILE if splits.rows is not None else None,
+        "split_seed": request.split_seed,
+        "cache_fingerprint": splits.fingerprint,
+        "teacher": _model_name(request.teacher),
+        "teacher_dim": teacher_dim,
+        "student": _model_name(request.student),
+        "classes": splits.classes,
+        "split_counts": splits.sizes(),
+        "train_counts": splits.train.class_counts(),
+        "random_weights_allowed": request.allow_random_weights,
+        "config": request.config.to_dict(),
+    }
+
+
+def _export(
+    request: DistillationRequest,
+    result: TrainResult,
+    splits: DatasetSplits,
+    teacher: FrozenTeacher | None,
+    metrics: Mapping[str, Any],
+) -> list[Path]:
+    """Export the best student (safetensors, TorchScript, ONNX, config) and its model card."""
+    config, out_dir = request.config, request.out_dir / EXPORT_DIR
+    classifier = result.student.classifier()
+    report, evaluated_split = metrics["report"], metrics["evaluated_split"]
+    train_counts = splits.train.class_counts()
+    exported = export_student(
+        classifier,
+        classes=splits.classes,
+        image_size=config.image_size,
+        arch=metrics["student"],
+        out_dir=out_dir,
+        extra_config={
+            **dict(request.provenance),
+            "method": config.method,
+            "teacher": metrics["teacher"],
+            "train_counts": train_counts,
+            "best_epoch": result.best_epoch,
+            f"{evaluated_split}_balanced_accuracy": report["balanced_accuracy"],
+        },
+    )
+    card = build_model_card(
+        report=report,
+        evaluated_split=evaluated_split,
+        history=result.history,
+        dataset={
+            **dict(request.dataset),
+            "classes": splits.classes,
+            "class_counts": {
+                "train": train_counts,
+                "val": splits.val.class_counts(),
+                "test": splits.test.class_counts(),
+            },
+        },
+        hyper_parameters=config.to_dict(),
+        student_name=str(metrics["student"]),
+        teacher_name=metrics["teacher"],
+        student=classifier,
+        teacher=teacher,
+        onnx_path=exported["onnx"],
+    )
+    return [*exported.values(), *write_model_card(out_dir, card).values()]
+
+
+def export_run(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
+    """Re-export the best student of a run folder's checkpoint (default: ``run_dir/student``)."""
+    run = json.loads((run_dir / RUN_FILE).read_text())
+    payload = load_checkpoint(run_dir / CHECKPOINT_NAME)
+    state = payload["best"]["student"] or payload["student"]
+    classifier = build_classifier(run["student"], len(run["classes"]))
+    classifier.load_state_dict(
+        {k: v for k, v in state.items() if k.split(".", 1)[0] in _CLASSIFIER_MODULES}, strict=True
+    )
+    return export_student(
+        classifier,
+        classes=run["classes"],
+        image_size=int(run["config"]["image_size"]),
+        arch=run["student"],
+        out_dir=out_dir or run_dir / EXPORT_DIR,
+        extra_config={
+            "method": run["config"]["method"],
+            "teacher": run["teacher"] if run["config"]["method"] in TEACHER_METHODS else None,
+            "train_counts": run["train_counts"],
+            "best_epoch": payload["best"]["epoch"],
+        },
+    )
+
+
+def evaluate_exported(
+    model: Path,
+    rows: Sequence[ManifestRow],
+    *,
+    root: Path,
+    cache_dir: Path = DEFAULT_CACHE_DIR,
+    batch_size: int,
+    device: str,
+    on_decode: ProgressFn | None = None,
+) -> tuple[Path, int, dict[str, Any]]:
+    """Score an exported student (its folder, or a run folder holding ``student/``) on the
+    images of ``rows``; returns (export folder, images scored, classification report)."""
+    model_dir = model
+    if not (model_dir / FILE_NAMES["config"]).exists() and (model_dir / EXPORT_DIR).is_dir():
+        model_dir = model_dir / EXPORT_DIR
+    exported = load_exported(model_dir)
+    cache = ImageCache.build(
+        rows,
+        root=root,
+        cache_dir=cache_dir,
+        image_size=exported.image_size,
+        classes=exported.classes,
+        on_progress=on_decode,
+    )
+    images = concat_images([cache.split(name) for name in SPLITS])
+    report = evaluate_images(
+        exported.classifier,
+        images,
+        train_counts=exported.config.get("train_counts"),
+        batch_size=batch_size,
+        device=device,
+    )
+    return model_dir, len(images), report
