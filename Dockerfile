@@ -8,14 +8,16 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /srv
 COPY pyproject.toml README.md ./
 # Install dependencies before copying the code so code edits keep this layer cached.
-RUN mkdir -p app workers foprokd migrations \
-    && touch app/__init__.py workers/__init__.py foprokd/__init__.py migrations/__init__.py \
+RUN mkdir -p app workers fopro foprokd migrations \
+    && touch app/__init__.py workers/__init__.py fopro/__init__.py foprokd/__init__.py \
+        migrations/__init__.py \
     && pip install '.[api]' flower \
     && pip uninstall -y fopro-kd-service
 
 FROM api-deps AS api
 COPY app ./app
 COPY workers ./workers
+COPY fopro ./fopro
 COPY foprokd ./foprokd
 COPY migrations ./migrations
 RUN pip install --no-deps . && useradd --create-home --uid 10001 fopro
@@ -35,12 +37,14 @@ RUN apt-get update \
     && python3 -m venv /opt/venv
 WORKDIR /srv
 COPY pyproject.toml README.md ./
-RUN mkdir -p app workers foprokd migrations \
-    && touch app/__init__.py workers/__init__.py foprokd/__init__.py migrations/__init__.py \
+RUN mkdir -p app workers fopro foprokd migrations \
+    && touch app/__init__.py workers/__init__.py fopro/__init__.py foprokd/__init__.py \
+        migrations/__init__.py \
     && pip install '.[worker]' \
     && pip uninstall -y fopro-kd-service
 COPY app ./app
 COPY workers ./workers
+COPY fopro ./fopro
 COPY foprokd ./foprokd
 COPY migrations ./migrations
 RUN pip install --no-deps . && useradd --create-home --uid 10001 fopro

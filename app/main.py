@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import ServiceError
-from app.core.health import router as health_router
 from app.datasets.router import router as datasets_router
+from app.health import router as health_router
 from app.jobs.router import router as jobs_router
 from app.students.router import links as download_links_router
 from app.students.router import router as students_router

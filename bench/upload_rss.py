@@ -179,7 +179,7 @@ def free_port() -> int:
 def start_api(env: dict[str, str], port: int, log_path: Path) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "fopro", "serve", "--host", "127.0.0.1", "--port", str(port)],
             env={**os.environ, **env},
             stdout=log,
             stderr=subprocess.STDOUT,

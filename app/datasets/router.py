@@ -11,7 +11,6 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 
 from app.core.db import new_id
-from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 from app.core.errors import ServiceUnavailable
 from app.core.pagination import Page
 from app.core.storage import ObjectNotFound, StoreUnavailable
@@ -26,6 +25,7 @@ from app.datasets.schemas import (
     UploadRequest,
 )
 from app.datasets.upload import receive_archive
+from app.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 

@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
-from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 from app.core.pagination import Page
+from app.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 from app.jobs import service
 from app.jobs.models import JobStatus
 from app.jobs.schemas import JobCreate, JobEventOut, JobMetricsOut, JobOut

@@ -15,10 +15,10 @@ from typing import Annotated, BinaryIO
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
-from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 from app.core.errors import NotFound, ServiceError
 from app.core.security import sign_download, verify_download
 from app.core.storage import COPY_CHUNK_BYTES, ObjectStore, content_disposition
+from app.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 from app.students.byte_ranges import RangeNotSatisfiable, parse_range
 from app.students.models import Artifact
 from app.students.predict import predict_for_job

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile, status
 
-from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 from app.core.tenancy import get_owned
+from app.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 from app.teachers.models import Teacher
 from app.teachers.schemas import TeacherCatalogOut, TeacherOut
 from app.teachers.service import (

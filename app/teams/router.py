@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from app.core.db import utcnow
-from app.core.deps import CurrentPrincipal, SessionDep, SettingsDep
 from app.core.tenancy import get_owned, scoped
+from app.deps import CurrentPrincipal, SessionDep, SettingsDep
 from app.teams.models import ApiKey, Role, Team
 from app.teams.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyOut, Me
 from app.teams.service import create_api_key

@@ -23,7 +23,7 @@ def test_up_serves_readyz_then_stops_every_child_on_ctrl_c(tmp_path: Path) -> No
     port = free_port()
     env = {**os.environ, "FOPRO_DATA_DIR": str(tmp_path / "fopro"), "FOPRO_ENV": "test"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "up", "--port", str(port)],
+        [sys.executable, "-m", "fopro", "up", "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -21,7 +21,7 @@ class ServiceProcess:
     def start(cls, args: list[str], env: dict[str, str], log_path: Path) -> ServiceProcess:
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", *args],
+                [sys.executable, "-m", "fopro", *args],
                 env={**os.environ, **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -9,7 +9,8 @@ import pytest
 
 def reset_service_caches() -> None:
     """Forget cached settings, engine, Celery client and object stores (read env again)."""
-    from app.core import config, db, deps, queue
+    from app import deps
+    from app.core import config, db, queue
 
     config.get_settings.cache_clear()
     if db.get_engine.cache_info().currsize:

@@ -32,7 +32,7 @@ def broker_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]
 def worker(broker_env: dict[str, str]) -> Iterator[Celery]:
     env = {**os.environ, **broker_env}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "worker", "--queues", "cpu,gpu", "--loglevel", "warning"],
+        [sys.executable, "-m", "fopro", "worker", "--queues", "cpu,gpu", "--loglevel", "warning"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

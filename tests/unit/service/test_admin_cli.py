@@ -5,11 +5,11 @@ from __future__ import annotations
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from app.cli import cli
 from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.security import key_digest
 from app.teams.models import ApiKey
+from fopro.cli import cli
 from tests.conftest import Service
 
 runner = CliRunner()

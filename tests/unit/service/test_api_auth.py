@@ -62,7 +62,7 @@ def test_readyz_reports_each_dependency(client: TestClient) -> None:
 def test_readyz_answers_503_naming_the_dependency_that_fails(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import app.core.health as health
+    import app.health as health
     from app.core.queue import make_celery
 
     dead = get_settings().model_copy(update={"broker_url": f"redis://127.0.0.1:{free_port()}/0"})

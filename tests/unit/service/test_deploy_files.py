@@ -11,8 +11,8 @@ import pytest
 import yaml
 from typer.main import get_command
 
-from app.cli import cli
 from app.core.config import Settings
+from fopro.cli import cli
 
 ROOT = Path(__file__).resolve().parents[3]
 EXPECTED_SERVICES = {

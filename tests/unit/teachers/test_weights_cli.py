@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from app.cli import cli
 from app.core.config import get_settings
+from fopro.cli import cli
 from foprokd.zoo import find_weights, load_state_dict_file
 from tests.conftest import Service
 from tests.unit.teachers.conftest import Malicious, state_dict_of

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.core.db import get_engine
-from app.core.deps import get_store
 from app.core.queue import get_celery
-from app.core.storage import ObjectStore
+from app.deps import StoreDep
 
 router = APIRouter(tags=["health"])
 
@@ -42,7 +41,7 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(store: Annotated[ObjectStore, Depends(get_store)]) -> JSONResponse:
+def readyz(store: StoreDep) -> JSONResponse:
     """200 when the database, broker and object store all answer; 503 naming each that fails."""
     results: dict[str, str | None] = {
         "database": _run(check_database),

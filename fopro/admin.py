@@ -1,0 +1,106 @@
+"""``fopro admin``: teams and API keys (each key printed once) and the zoo's pre-trained weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from app.core.config import get_settings
+from app.core.errors import ServiceError
+from app.teams.models import Role
+
+admin = typer.Typer(no_args_is_help=True, help="Teams and API keys (prints keys once).")
+weights = typer.Typer(no_args_is_help=True, help="Pre-trained weights of the built-in zoo.")
+admin.add_typer(weights, name="weights")
+
+
+@admin.command("create-team")
+def create_team_cmd(name: str) -> None:
+    """Create a team."""
+    from app.core.db import session_scope
+    from app.teams.service import create_team
+
+    with _ServiceErrorsToExit(), session_scope() as session:
+        team = create_team(session, name)
+        typer.echo(f"created team {team.name} ({team.id})")
+
+
+@admin.command("create-key")
+def create_key_cmd(
+    team: str,
+    role: Annotated[Role, typer.Option(help="admin, member or viewer.")] = Role.member,
+    label: Annotated[str | None, typer.Option(help="A note for who holds the key.")] = None,
+) -> None:
+    """Issue an API key for TEAM (name or id). The key is printed once and never stored."""
+    from app.core.db import session_scope
+    from app.teams.service import create_api_key, find_team
+
+    with _ServiceErrorsToExit(), session_scope() as session:
+        key, plaintext = create_api_key(
+            session, find_team(session, team), role, get_settings().secret_key, label
+        )
+        typer.echo(
+            f"# {key.role} key {key.prefix} ({key.id}) for team {team}; shown once:", err=True
+        )
+        typer.echo(plaintext)
+
+
+@admin.command("revoke-key")
+def revoke_key_cmd(key: Annotated[str, typer.Argument(help="Key id or display prefix.")]) -> None:
+    """Revoke an API key at once."""
+    from app.core.db import session_scope
+    from app.teams.service import revoke_api_key
+
+    with _ServiceErrorsToExit(), session_scope() as session:
+        row = revoke_api_key(session, key)
+        typer.echo(f"revoked {row.prefix} ({row.id})")
+
+
+@admin.command("list-keys")
+def list_keys_cmd(team: str) -> None:
+    """List TEAM's keys (prefixes only; keys themselves are never stored)."""
+    from app.core.db import session_scope
+    from app.teams.service import find_team
+
+    with _ServiceErrorsToExit(), session_scope() as session:
+        for key in find_team(session, team).api_keys:
+            state = "revoked" if key.revoked_at else "active"
+            typer.echo(f"{key.id}\t{key.prefix}\t{key.role}\t{state}\t{key.label or ''}")
+
+
+@weights.command("add")
+def add_weights_cmd(
+    name: Annotated[str, typer.Argument(help="Zoo model name, e.g. resnet50.")],
+    file: Annotated[Path, typer.Argument(help="A .safetensors or torch.save state dict.")],
+) -> None:
+    """Verify FILE strictly for zoo model NAME and install it into the weights dir (atomically).
+
+    Needs the worker extra (torch, timm): this is how an offline cluster is seeded.
+    """
+    from app.teachers.service import install_zoo_weights
+    from workers.teacher_checks import inspect_weights
+
+    weights_dir = get_settings().weights_dir
+    assert weights_dir is not None  # Settings derives it from the data dir
+    with _ServiceErrorsToExit():
+        installed = install_zoo_weights(name, file, weights_dir, verify=inspect_weights)
+    typer.echo(
+        f"installed {name} ({installed.check.num_params} parameters) at {installed.path} "
+        f"sha256 {installed.sha256}"
+    )
+
+
+class _ServiceErrorsToExit:
+    """Turn a ServiceError into a one-line message and exit code 1 instead of a traceback."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, _tb: object
+    ) -> None:
+        if isinstance(exc, ServiceError):
+            typer.echo(f"error: {exc.message}", err=True)
+            raise typer.Exit(1) from exc
