@@ -22,17 +22,6 @@ CLI_MODULES = ("fopro", "foprokd.cli")
 # The CLI root composes the commands, and `python -m foprokd` is the engine's own entry point.
 CLI_IMPORTERS = ("fopro/", "foprokd/__main__.py")
 
-# Violations other branches are removing right now: (file, imported module) -> why it is still
-# here. Delete an entry when its branch lands; test_known_violations_still_happen says when.
-KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("workers/distillation.py", "foprokd.cli"): (
-        "evaluate_images is moving out of foprokd/cli.py (engine refactor in flight)"
-    ),
-    ("bench/isic2019_lt.py", "foprokd.cli"): (
-        "TrainRequest/run_training are moving out of foprokd/cli.py (engine refactor in flight)"
-    ),
-}
-
 
 @dataclass(frozen=True)
 class Import:
@@ -240,20 +229,8 @@ def tree() -> SourceTree:
 def test_imports_point_down(
     tree: SourceTree, rule: Callable[[SourceTree], list[Violation]]
 ) -> None:
-    unexpected = [
-        message for imp, message in rule(tree) if (imp.path, imp.module) not in KNOWN_VIOLATIONS
-    ]
+    unexpected = [message for _imp, message in rule(tree)]
     assert not unexpected, f"{rule.__doc__}\n" + "\n".join(unexpected)
-
-
-def test_known_violations_still_happen(tree: SourceTree) -> None:
-    seen = {(imp.path, imp.module) for rule in RULES for imp, _ in rule(tree)}
-    stale = [
-        f"{path} -> {module}" for path, module in KNOWN_VIOLATIONS if (path, module) not in seen
-    ]
-    assert not stale, "KNOWN_VIOLATIONS entries that no longer happen; delete them: " + ", ".join(
-        stale
-    )
 
 
 PLANTED = {
