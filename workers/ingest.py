@@ -1,7 +1,7 @@
 """The dataset validation task: archive in, images + manifest out, dataset ``ready`` or ``invalid``.
 
 Runs on the cpu queue without torch. The archive streams from the object store through
-``app.datasets.validation``; valid images are stored content-addressed under
+``app.datasets.ingest.validation``; valid images are stored content-addressed under
 ``teams/<team>/datasets/<id>/images/``; the manifest goes to ``.../manifest.csv``. An invalid
 dataset keeps no image objects. The archive itself is deleted once validation ends (the images and
 manifest are the dataset from then on), before the outcome is committed, so a ready or invalid row
@@ -29,21 +29,15 @@ from app.core.db import session_scope
 from app.core.queue import TaskName
 from app.core.storage import ObjectNotFound, ObjectStore, StoreUnavailable, open_object_store
 from app.core.tenancy import team_object_key
-from app.datasets.archive import ArchiveError, open_archive
-from app.datasets.images import CheckedImage
+from app.datasets.ingest.archive import ArchiveError, open_archive
+from app.datasets.ingest.entries import IngestLimits, IngestProgress, StoredImage, archive_problem
+from app.datasets.ingest.images import CheckedImage
+from app.datasets.ingest.validation import IngestResult, validate_archive
 from app.datasets.manifest import write_manifest
 from app.datasets.models import Dataset, DatasetStatus
 from app.datasets.problems import Problem, ProblemCode
 from app.datasets.schemas import IngestOptions
 from app.datasets.service import duplicate_upload_warnings
-from app.datasets.validation import (
-    IngestLimits,
-    IngestProgress,
-    IngestResult,
-    StoredImage,
-    archive_problem,
-    validate_archive,
-)
 from workers.celery_app import celery_app
 
 log = logging.getLogger("fopro.ingest")
