@@ -69,6 +69,9 @@ class DatasetInUse(Conflict):
 
 
 class DatasetNotReady(Conflict):
+    """A dataset used before it is ready (a manifest read, a job submitted): 409, since the
+    request is well formed but conflicts with the dataset's current state."""
+
     code = "dataset_not_ready"
 
 
