@@ -1,7 +1,7 @@
 """Every table, imported in one place so ``Base.metadata`` is complete for Alembic and tests."""
 
 from app.core.db import Base
-from app.datasets.models import Dataset, DatasetStatus
+from app.datasets.models import Dataset, DatasetEvent, DatasetStatus
 from app.jobs.models import Job, JobEvent, JobStatus
 from app.students.models import Artifact
 from app.teachers.models import Teacher
@@ -12,6 +12,7 @@ __all__ = [
     "Artifact",
     "Base",
     "Dataset",
+    "DatasetEvent",
     "DatasetStatus",
     "Job",
     "JobEvent",

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+# Shot groups by training images per class, the long-tail convention (Liu et al., CVPR 2019);
+# the service's dataset statistics use the same groups.
 MANY_SHOT_ABOVE = 100
 FEW_SHOT_BELOW = 20
 

@@ -1,7 +1,7 @@
 """The dataset validation task: archive in, images + manifest out, dataset ``ready`` or ``invalid``.
 
 Runs on the cpu queue without torch. The archive streams from the object store through
-``app.datasets.validation``; valid images are stored content-addressed under
+``app.datasets.ingest.validation``; valid images are stored content-addressed under
 ``teams/<team>/datasets/<id>/images/``; the manifest goes to ``.../manifest.csv``. An invalid
 dataset keeps no image objects. The archive itself is deleted once validation ends (the images and
 manifest are the dataset from then on), before the outcome is committed, so a ready or invalid row
@@ -29,20 +29,14 @@ from app.core.db import session_scope
 from app.core.queue import TaskName
 from app.core.storage import ObjectNotFound, ObjectStore, StoreUnavailable, open_object_store
 from app.core.tenancy import team_object_key
-from app.datasets.archive import ArchiveError, open_archive
-from app.datasets.images import CheckedImage
+from app.datasets.ingest.archive import ArchiveError, open_archive
+from app.datasets.ingest.entries import IngestLimits, IngestProgress, StoredImage, archive_problem
+from app.datasets.ingest.images import CheckedImage
+from app.datasets.ingest.validation import IngestResult, validate_archive
 from app.datasets.models import Dataset, DatasetStatus
-from app.datasets.problems import Problem, ProblemCode
+from app.datasets.problems import ProblemCode
 from app.datasets.schemas import IngestOptions
-from app.datasets.service import duplicate_upload_warnings
-from app.datasets.validation import (
-    IngestLimits,
-    IngestProgress,
-    IngestResult,
-    StoredImage,
-    archive_problem,
-    validate_archive,
-)
+from app.datasets.validation_outcome import mark_failed, record_validation
 from foprokd.manifest import write_manifest
 from workers.celery_app import celery_app
 
@@ -263,36 +257,12 @@ def _record(target: _Target, result: IngestResult, manifest_key: str | None) -> 
     """Write the outcome on the row; ``deleted`` if the row went away meanwhile."""
     with session_scope() as session:
         dataset = session.get(Dataset, target.id)
-        if dataset is None or dataset.status != DatasetStatus.validating.value:
+        if dataset is None:
             return "deleted"
-        warnings = [w for w in dataset.warnings if w.get("code") == ProblemCode.duplicate_upload]
-        if dataset.content_sha256 is None and result.archive_sha256 is not None:
-            # Direct S3 uploads: the digest is first known here.
-            dataset.content_sha256 = result.archive_sha256
-            warnings += duplicate_upload_warnings(
-                session, target.team_id, result.archive_sha256, target.id, target.archive_name
-            )
-        warnings += [w.as_dict() for w in result.log.warnings]
-        stats = {
-            **result.stats,
-            "problem_counts": result.log.error_counts,
-            "warning_counts": result.log.warning_counts,
-        }
-        dataset.archive_format = stats.pop("archive_format", dataset.archive_format)
-        dataset.warnings = warnings
-        dataset.problems = [p.as_dict() for p in result.log.errors]
-        dataset.stats = stats
-        dataset.archive_key = None
-        if result.ok:
-            dataset.status = DatasetStatus.ready.value
-            dataset.classes = result.classes
-            dataset.manifest_key = manifest_key
-            dataset.num_images = len(result.rows)
-            dataset.image_bytes = result.image_bytes
-            dataset.split_seed = result.split_seed
-        else:
-            dataset.status = DatasetStatus.invalid.value
-        return dataset.status
+        status = record_validation(
+            session, dataset, result, manifest_key=manifest_key, archive_name=target.archive_name
+        )
+        return "deleted" if status is None else status.value
 
 
 def _mark_failed(dataset_id: str, reason: str) -> None:
@@ -300,17 +270,11 @@ def _mark_failed(dataset_id: str, reason: str) -> None:
     try:
         with session_scope() as session:
             dataset = session.get(Dataset, dataset_id)
-            if dataset is None or dataset.status != DatasetStatus.validating.value:
+            if dataset is None:
                 return
-            dataset.status = DatasetStatus.invalid.value
-            dataset.problems = [
-                Problem(
-                    dataset.name,
-                    ProblemCode.internal_error,
-                    f"{reason}. Upload it again; if it keeps failing, contact support.",
-                ).as_dict()
-            ]
             team_id = dataset.team_id
+            if not mark_failed(session, dataset, reason):
+                return
         open_object_store(get_settings()).delete_prefix(
             team_object_key(team_id, "datasets", dataset_id, "images") + "/"
         )

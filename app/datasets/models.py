@@ -1,4 +1,4 @@
-"""Uploaded image datasets and their validation outcome."""
+"""Uploaded image datasets, their validation outcome and their event log."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, new_id, utcnow
@@ -15,7 +15,7 @@ from app.core.db import Base, new_id, utcnow
 class DatasetStatus(StrEnum):
     """``uploading`` (direct S3 upload in progress) -> ``validating`` -> ``ready`` | ``invalid``;
     ``deleting`` while its objects are removed; ``deleted`` is the record kept for finished jobs
-    that were trained on it."""
+    that were trained on it. ``app.datasets.state`` owns the moves between them."""
 
     uploading = "uploading"
     validating = "validating"
@@ -48,3 +48,20 @@ class Dataset(Base):
     split_seed: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DatasetEvent(Base):
+    """One row per change of a dataset's status (its creation included), in order of id; the
+    database drops them with their dataset."""
+
+    __tablename__ = "dataset_events"
+    __table_args__ = (Index("ix_dataset_events_dataset_id_id", "dataset_id", "id"),)
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,4 +1,5 @@
-"""Datasets over HTTP: streamed or direct-to-S3 uploads, listing, details, manifest, deletion."""
+"""Datasets over HTTP: streamed or direct-to-S3 uploads, listing, details, events, manifest,
+deletion."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from app.datasets import service
 from app.datasets.models import Dataset, DatasetStatus
 from app.datasets.schemas import (
     CompleteUploadRequest,
+    DatasetEventOut,
     DatasetOut,
     DirectUploadOut,
     DirectUploadRequest,
@@ -167,6 +169,20 @@ def read_dataset(dataset_id: str, principal: CurrentPrincipal, session: SessionD
     return DatasetOut.model_validate(
         get_owned(session, Dataset, dataset_id, principal.team_id, what="dataset")
     )
+
+
+@router.get("/{dataset_id}/events")
+def list_dataset_events(
+    dataset_id: str,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    after_id: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[DatasetEventOut]:
+    """The dataset's creation and status changes, oldest first (``after_id``: only newer)."""
+    dataset = get_owned(session, Dataset, dataset_id, principal.team_id, what="dataset")
+    return service.list_events(session, dataset, after_id=after_id, limit=limit, offset=offset)
 
 
 @router.get("/{dataset_id}/manifest", response_class=StreamingResponse)

@@ -1,9 +1,10 @@
-"""The rules for datasets as users drive them: register uploads, direct S3 uploads, delete.
+"""The rules for datasets as users drive them: register uploads, direct S3 uploads, delete,
+and read their events.
 
 No row exists for a streamed upload until its archive is completely stored (a failed upload
 leaves neither a row nor an object); a direct upload's row is ``uploading`` until ``complete``
 and is removed with its parts if the upload fails. Rows are committed before the validation task
-is sent.
+is sent. Status changes go through ``app.datasets.state``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -28,6 +29,7 @@ from app.core.errors import (
     ServiceError,
     ServiceUnavailable,
 )
+from app.core.pagination import Page
 from app.core.queue import TaskName, send
 from app.core.storage import (
     MultipartUnsupported,
@@ -37,10 +39,12 @@ from app.core.storage import (
     StoreUnavailable,
 )
 from app.core.tenancy import scoped, team_object_key
-from app.datasets.models import Dataset, DatasetStatus
+from app.datasets import state
+from app.datasets.models import Dataset, DatasetEvent, DatasetStatus
 from app.datasets.problems import Problem, ProblemCode
 from app.datasets.schemas import (
     CompletedPart,
+    DatasetEventOut,
     DirectUploadOut,
     DirectUploadRequest,
     PartUrl,
@@ -69,6 +73,9 @@ class DatasetInUse(Conflict):
 
 
 class DatasetNotReady(Conflict):
+    """A dataset used before it is ready (a manifest read, a job submitted): 409, since the
+    request is well formed but conflicts with the dataset's current state."""
+
     code = "dataset_not_ready"
 
 
@@ -193,7 +200,12 @@ def register_upload(
         warnings=duplicate_upload_warnings(session, team_id, stored.sha256, dataset_id, entry),
         stats={},
     )
-    _insert_or_cleanup(session, dataset, lambda: _delete_quietly(store, stored.key))
+    _insert_or_cleanup(
+        session,
+        dataset,
+        "Archive uploaded; validation queued.",
+        lambda: _delete_quietly(store, stored.key),
+    )
     send(TaskName.validate_dataset, dataset.id)
     return dataset
 
@@ -205,10 +217,13 @@ def _options(request: UploadRequest) -> dict[str, Any]:
     }
 
 
-def _insert_or_cleanup(session: Session, dataset: Dataset, cleanup: Callable[[], None]) -> None:
-    """Commit the new row; if the name was taken meanwhile, run ``cleanup`` (drop what was
-    uploaded) and answer 409."""
+def _insert_or_cleanup(
+    session: Session, dataset: Dataset, message: str, cleanup: Callable[[], None]
+) -> None:
+    """Commit the new row with its ``created`` event (saying ``message``); if the name was taken
+    meanwhile, run ``cleanup`` (drop what was uploaded) and answer 409."""
     session.add(dataset)
+    state.add_created_event(session, dataset, message)
     try:
         session.commit()
     except IntegrityError as exc:
@@ -271,7 +286,12 @@ def begin_direct_upload(
         options=options,
         stats={},
     )
-    _insert_or_cleanup(session, dataset, lambda: store.abort_multipart_upload(key, upload_id))
+    _insert_or_cleanup(
+        session,
+        dataset,
+        "Direct upload begun; waiting for its parts.",
+        lambda: store.abort_multipart_upload(key, upload_id),
+    )
     return DirectUploadOut(
         dataset_id=dataset_id,
         part_size=part_size,
@@ -297,10 +317,7 @@ def complete_direct_upload(
     """Assemble the uploaded parts and queue validation; an upload over the size limit is
     deleted together with its row (413)."""
     if dataset.status != DatasetStatus.uploading.value:
-        raise Conflict(
-            f"Dataset {dataset.id} is {dataset.status}, not uploading: its upload was already "
-            "completed.",
-        )
+        raise _already_completed(dataset)
     upload = dataset.options["upload"]
     assert dataset.archive_key is not None  # set when the upload began
     try:
@@ -319,23 +336,34 @@ def complete_direct_upload(
         session.delete(dataset)
         session.commit()
         raise upload_too_large(settings.max_upload_bytes)
-    dataset.status = DatasetStatus.validating.value
-    dataset.archive_bytes = stored.size
-    dataset.options = {k: v for k, v in dataset.options.items() if k != "upload"}
-    session.commit()
+    completed = state.transition(
+        session,
+        dataset.id,
+        source=DatasetStatus.uploading,
+        target=DatasetStatus.validating,
+        message="Upload completed; validation queued.",
+        values={
+            "archive_bytes": stored.size,
+            "options": {k: v for k, v in dataset.options.items() if k != "upload"},
+        },
+    )
+    if not completed:
+        raise _already_completed(dataset)
     send(TaskName.validate_dataset, dataset.id)
     return dataset
+
+
+def _already_completed(dataset: Dataset) -> Conflict:
+    return Conflict(
+        f"Dataset {dataset.id} is {dataset.status}, not uploading: its upload was already "
+        "completed.",
+    )
 
 
 def active_jobs(session: Session, dataset: Dataset) -> list[str]:
     """Ids of the queued or running jobs that train on ``dataset``."""
     query = select(Job.id).where(Job.dataset_id == dataset.id, Job.status.in_(_ACTIVE_JOB_STATUSES))
     return list(session.scalars(query.order_by(Job.created_at)))
-
-
-def dataset_in_use(session: Session, dataset: Dataset) -> bool:
-    """Whether a queued or running job uses ``dataset`` (it must not be deleted then)."""
-    return bool(active_jobs(session, dataset))
 
 
 def delete_dataset(session: Session, store: ObjectStore, dataset: Dataset) -> None:
@@ -356,8 +384,7 @@ def delete_dataset(session: Session, store: ObjectStore, dataset: Dataset) -> No
         )
     # Present until the upload completes, so a retried delete of one still aborts it.
     upload = dataset.options.get("upload")
-    dataset.status = DatasetStatus.deleting.value
-    session.commit()
+    _mark_deleting(session, dataset)
     try:
         if upload is not None and dataset.archive_key is not None:
             store.abort_multipart_upload(dataset.archive_key, upload["id"])
@@ -369,13 +396,36 @@ def delete_dataset(session: Session, store: ObjectStore, dataset: Dataset) -> No
         ) from exc
     referenced = session.scalar(select(Job.id).where(Job.dataset_id == dataset.id).limit(1))
     if referenced is None:
-        session.delete(dataset)
-    else:
-        dataset.status = DatasetStatus.deleted.value
-        dataset.name = f"{dataset.name[:160]} [deleted {dataset.id}]"
-        dataset.archive_key = None
-        dataset.manifest_key = None
-    session.commit()
+        session.delete(dataset)  # its events go with it (ON DELETE CASCADE)
+        session.commit()
+        return
+    state.transition(
+        session,
+        dataset.id,
+        source=DatasetStatus.deleting,
+        target=DatasetStatus.deleted,
+        message="Deleted; the record stays for the jobs trained on it.",
+        values={
+            "name": f"{dataset.name[:160]} [deleted {dataset.id}]",
+            "archive_key": None,
+            "manifest_key": None,
+        },
+    )
+
+
+def _mark_deleting(session: Session, dataset: Dataset) -> None:
+    """Move ``dataset`` to ``deleting`` (a retried DELETE finds it there already). When an upload
+    or validation moves it on first, the guard is tried again from its new status; statuses only
+    move forward, so this ends."""
+    while (status := DatasetStatus(dataset.status)) is not DatasetStatus.deleting:
+        if state.transition(
+            session,
+            dataset.id,
+            source=status,
+            target=DatasetStatus.deleting,
+            message="Deletion requested.",
+        ):
+            return
 
 
 def expire_direct_uploads(
@@ -419,6 +469,23 @@ def manifest_key(dataset: Dataset) -> str:
             f"Dataset {dataset.id} is {dataset.status}; only a ready dataset has a manifest."
         )
     return dataset.manifest_key
+
+
+def list_events(
+    session: Session, dataset: Dataset, *, after_id: int | None, limit: int, offset: int
+) -> Page[DatasetEventOut]:
+    """The dataset's events in order; ``after_id`` continues after the last event a client saw."""
+    query = select(DatasetEvent).where(DatasetEvent.dataset_id == dataset.id)
+    if after_id is not None:
+        query = query.where(DatasetEvent.id > after_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(DatasetEvent.id).limit(limit).offset(offset))
+    return Page[DatasetEventOut](
+        items=[DatasetEventOut.model_validate(r) for r in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
 
 
 def _delete_quietly(store: ObjectStore, key: str) -> None:

@@ -8,23 +8,19 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from foprokd.metrics import FEW_SHOT_BELOW, MANY_SHOT_ABOVE
+from foprokd.metrics import shot_groups as engine_shot_groups
 from foprokd.splits import count_by_split
 
-# Shot groups by training images per class, the long-tail convention (Liu et al., CVPR 2019)
-# also used by the engine's metrics (foprokd.metrics.shot_groups).
-MANY_SHOT_ABOVE = 100
-FEW_SHOT_BELOW = 20
 # Bins of the longer image side, in pixels; the last bin is open-ended.
 SIZE_BIN_EDGES: tuple[int, ...] = (0, 64, 128, 256, 512, 1024, 2048, 4096)
 
 
 def shot_groups(train_counts: dict[str, int]) -> dict[str, list[str]]:
-    """Class names per group: ``many`` (> 100 train images), ``few`` (< 20), ``medium`` (rest)."""
-    groups: dict[str, list[str]] = {"many": [], "medium": [], "few": []}
-    for name, count in train_counts.items():
-        key = "many" if count > MANY_SHOT_ABOVE else "few" if count < FEW_SHOT_BELOW else "medium"
-        groups[key].append(name)
-    return groups
+    """Class names per group, by the engine's thresholds (``foprokd.metrics.shot_groups``)."""
+    names = list(train_counts)
+    groups = engine_shot_groups(list(train_counts.values()))
+    return {group: [names[i] for i in members] for group, members in groups.items()}
 
 
 def imbalance_ratio(train_counts: dict[str, int]) -> float:

@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect
 
 from app.core.errors import InvalidInput, ServiceUnavailable
 from app.core.storage import ObjectInfo, ObjectStore, StoreUnavailable
-from app.datasets.archive import SNIFF_BYTES, ArchiveFormat, sniff_format
+from app.datasets.ingest.archive import SNIFF_BYTES, ArchiveFormat, sniff_format
 from app.datasets.service import UnsupportedArchive, UploadIncomplete, upload_too_large
 
 # Chunks in flight between the event loop and the writer thread (uvicorn hands out <= 64 KiB).

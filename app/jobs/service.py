@@ -19,6 +19,7 @@ from app.core.pagination import Page
 from app.core.storage import ObjectStore, StoreUnavailable
 from app.core.tenancy import get_owned, scoped, team_object_key
 from app.datasets.models import Dataset, DatasetStatus
+from app.datasets.service import DatasetNotReady
 from app.jobs.dispatch import enqueue_job
 from app.jobs.models import Job, JobEvent, JobStatus
 from app.jobs.schemas import EpochPoint, JobCreate, JobEventOut, JobMetricsOut, JobOut
@@ -36,10 +37,6 @@ from app.teams.models import Role
 from app.teams.service import Principal
 from foprokd.catalog import expected_weight_paths, find_weights
 from foprokd.hyperparams import TEACHER_METHODS
-
-
-class DatasetNotReady(InvalidInput):
-    code = "dataset_not_ready"
 
 
 class IdempotencyKeyReused(Conflict):
@@ -130,7 +127,7 @@ def create_job(
     """Commit a queued job, then send it; returns ``(job, created)``.
 
     With ``idempotency_key``, a repeat (even a concurrent one) returns the first job and
-    ``created=False``. Raises 404 for a dataset outside the team, 422 when it is not ready,
+    ``created=False``. Raises 404 for a dataset outside the team, 409 when it is not ready,
     422 for an unknown teacher or uninstalled weights, 403 for viewer keys and for
     ``allow_random_weights`` without an admin key.
     """

@@ -5,7 +5,7 @@ Good archives become ``ready`` with exact class counts; every attack and mistake
 its own test here and ends ``invalid`` with a problem naming the entry and no object left behind
 (or 4xx at upload for the upload size limit; or ``ready`` with a warning where the issue asks for a
 warning). Variants of each (every archive kind, message wording) are covered against the validator
-itself in tests/unit/datasets/test_validation.py.
+itself in tests/unit/datasets/ingest/test_validation.py.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from app.core.db import session_scope
 from app.core.storage import ObjectStore, StoreUnavailable
-from app.datasets.images import CheckedImage
+from app.datasets.ingest.images import CheckedImage
 from app.datasets.models import Dataset
 from foprokd.synthetic import Member, archive_bytes, sample_dataset
 from tests.conftest import Service

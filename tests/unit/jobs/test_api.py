@@ -148,7 +148,7 @@ def test_dataset_must_be_the_teams_own_and_ready(
     dataset.status = "validating"
     session.commit()
     response = submit(client, team.admin, body(team))
-    assert response.status_code == 422
+    assert response.status_code == 409
     assert response.json()["error"]["code"] == "dataset_not_ready"
 
 

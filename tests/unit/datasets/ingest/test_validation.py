@@ -20,7 +20,7 @@ from foprokd.synthetic import (
     sample_dataset,
     texture_image,
 )
-from tests.unit.datasets.conftest import LIMITS, validate, validate_bytes
+from tests.unit.datasets.ingest.conftest import LIMITS, validate, validate_bytes
 
 KINDS: list[ArchiveKind] = ["zip", "tar", "tar.gz"]
 

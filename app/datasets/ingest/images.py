@@ -10,10 +10,6 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# The extensions the engine loads (foprokd.data.IMAGE_EXTENSIONS); everything else is not an image.
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-)
 # PIL format -> (stored extension, content type) for files kept byte for byte.
 _KEPT_FORMATS: dict[str, tuple[str, str]] = {
     "JPEG": ("jpg", "image/jpeg"),

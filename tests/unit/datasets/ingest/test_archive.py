@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.datasets.archive import (
+from app.datasets.ingest.archive import (
     MAX_HEADER_BYTES,
     ArchiveError,
     ArchiveFormat,
