@@ -112,7 +112,7 @@ class BenchSettings:
     # usual small-image recipe (pad-and-crop + flip, cosine learning-rate decay to 0).
     teacher_recipe: str = "cosine"
     test_images: int | None = None  # None = the full 10k test set
-    distill_weight: float = TrainConfig.distill_weight  # λ of the EKD cosine term
+    distill_weight: float = TrainConfig().distill_weight  # λ of the EKD cosine term
 
 
 QUICK = BenchSettings(

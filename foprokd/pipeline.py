@@ -280,17 +280,14 @@ def _teacher(
     spec = resolve_spec(request.teacher, "teacher")
     if request.config.method not in TEACHER_METHODS:
         return None, spec.feature_dim
-    path = resolve_weights(
+    path = _weights(
+        request,
         spec,
-        weights=request.teacher_weights,
-        weights_dir=request.weights_dir,
-        allow_random=request.allow_random_weights,
+        request.teacher_weights,
+        callbacks,
+        f"Teacher {spec.name} uses RANDOM weights (allow_random_weights is a test-only "
+        "switch): the student learns nothing useful from it.",
     )
-    if path is None:
-        callbacks.on_warning(
-            f"Teacher {spec.name} uses RANDOM weights (allow_random_weights is a test-only "
-            "switch): the student learns nothing useful from it."
-        )
     return load_teacher(spec, weights=path, allow_random=True), spec.feature_dim
 
 
@@ -305,19 +302,35 @@ def _student_builder(
             raise ValueError("a ready-made student cannot be exported by name: pass export=False")
         return lambda num_classes: prebuilt
     spec = resolve_spec(prebuilt, "student")
+    path = _weights(
+        request,
+        spec,
+        request.student_weights,
+        callbacks,
+        f"Student {spec.name} starts from RANDOM weights (allow_random_weights).",
+    )
+    return lambda num_classes: build_student(
+        spec, num_classes, teacher_dim, weights=path, allow_random=True
+    )
+
+
+def _weights(
+    request: DistillationRequest,
+    spec: ModelSpec,
+    explicit: Path | None,
+    callbacks: PipelineCallbacks,
+    random_warning: str,
+) -> Path | None:
+    """``resolve_weights`` for the request; None (random weights) is said by ``on_warning``."""
     path = resolve_weights(
         spec,
-        weights=request.student_weights,
+        weights=explicit,
         weights_dir=request.weights_dir,
         allow_random=request.allow_random_weights,
     )
     if path is None:
-        callbacks.on_warning(
-            f"Student {spec.name} starts from RANDOM weights (allow_random_weights)."
-        )
-    return lambda num_classes: build_student(
-        spec, num_classes, teacher_dim, weights=path, allow_random=True
-    )
+        callbacks.on_warning(random_warning)
+    return path
 
 
 def _model_name(model: str | ModelSpec | FrozenTeacher | Student) -> str:

@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -32,6 +32,7 @@ from app.jobs.lease import move_checkpoint, record_event, write_progress
 from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import JobParams
 from app.jobs.state import EventKind, transition
+from app.students.models import Artifact
 from app.students.service import upload_artifact
 from app.teachers.service import resolve_teacher
 from foprokd.catalog import TEACHERS, ModelSpec
@@ -337,22 +338,14 @@ class DistillationRun:
         ]
         metrics = {key: outcome.metrics[key] for key in JOB_METRICS}
         finished = {**self.training_progress, "percent": 100.0, "eta_s": 0.0}
-        with session_scope() as session:
-            session.add_all(artifacts)
-            transition(
-                session,
-                self.job_id,
-                source=JobStatus.running,
-                target=JobStatus.succeeded,
-                lease_owner=self.owner,
-                message=(
-                    f"Succeeded: best epoch {outcome.result.best_epoch}; "
-                    f"{outcome.evaluated_split} balanced accuracy "
-                    f"{outcome.report['balanced_accuracy']:.3f}."
-                ),
-                values={"metrics": metrics, "progress": finished},
-                data={"artifacts": [a.name for a in artifacts]},
-            )
+        self._settle(
+            JobStatus.succeeded,
+            f"Succeeded: best epoch {outcome.result.best_epoch}; {outcome.evaluated_split} "
+            f"balanced accuracy {outcome.report['balanced_accuracy']:.3f}.",
+            values={"metrics": metrics, "progress": finished},
+            data={"artifacts": [a.name for a in artifacts]},
+            artifacts=artifacts,
+        )
 
     def _teacher_weights(
         self, job: Job, allow_random: bool, run_dir: Path
@@ -414,21 +407,16 @@ class DistillationRun:
             if self.checkpoint_epoch
             else ""
         )
-        with session_scope() as session:
-            transition(
-                session,
-                self.job_id,
-                source=JobStatus.running,
-                target=JobStatus.cancelled,
-                lease_owner=self.owner,
-                message=f"Cancelled at epoch {exc.epoch}, step {exc.step}{kept}.",
-                data={"epoch": exc.epoch, "step": exc.step},
-            )
+        self._settle(
+            JobStatus.cancelled,
+            f"Cancelled at epoch {exc.epoch}, step {exc.step}{kept}.",
+            data={"epoch": exc.epoch, "step": exc.step},
+        )
 
     def _failed(self, exc: BaseException) -> None:
         failure = describe_failure(exc)
-        with session_scope() as session:
-            if failure.retryable:
+        if failure.retryable:
+            with session_scope() as session:
                 release_and_resend(
                     session,
                     self.job_id,
@@ -436,14 +424,34 @@ class DistillationRun:
                     failure_code=failure.code,
                     lease_owner=self.owner,
                 )
-                return
+            return
+        self._settle(
+            JobStatus.failed,
+            f"Failed while {self.phase}: {failure.reason}",
+            values={"failure_code": failure.code, "failure_reason": failure.reason},
+            data={"code": failure.code, "phase": self.phase},
+        )
+
+    def _settle(
+        self,
+        target: JobStatus,
+        message: str,
+        *,
+        values: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        artifacts: Sequence[Artifact] = (),
+    ) -> None:
+        """End the attempt: ``running → target`` under this run's lease, with ``artifacts``
+        (of a success) committed in the same transaction."""
+        with session_scope() as session:
+            session.add_all(artifacts)
             transition(
                 session,
                 self.job_id,
                 source=JobStatus.running,
-                target=JobStatus.failed,
+                target=target,
                 lease_owner=self.owner,
-                message=f"Failed while {self.phase}: {failure.reason}",
-                values={"failure_code": failure.code, "failure_reason": failure.reason},
-                data={"code": failure.code, "phase": self.phase},
+                message=message,
+                values=values,
+                data=data,
             )

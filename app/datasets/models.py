@@ -6,10 +6,11 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.core.db import Base, new_id, utcnow
+from app.core.events import EventColumns
 
 
 class DatasetStatus(StrEnum):
@@ -50,18 +51,11 @@ class Dataset(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class DatasetEvent(Base):
+class DatasetEvent(EventColumns, Base):
     """One row per change of a dataset's status (its creation included), in order of id; the
     database drops them with their dataset."""
 
     __tablename__ = "dataset_events"
     __table_args__ = (Index("ix_dataset_events_dataset_id_id", "dataset_id", "id"),)
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
     dataset_id: Mapped[str] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
-    kind: Mapped[str] = mapped_column(String(16))
-    message: Mapped[str] = mapped_column(Text)
-    data: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -13,14 +13,14 @@ from sqlalchemy import func, select
 
 from app.core.db import new_id
 from app.core.errors import ServiceUnavailable
+from app.core.events import EventOut, EventWindowDep, read_events
 from app.core.pagination import Page
 from app.core.storage import ObjectNotFound, StoreUnavailable
 from app.core.tenancy import get_owned, scoped
 from app.datasets import service
-from app.datasets.models import Dataset, DatasetStatus
+from app.datasets.models import Dataset, DatasetEvent, DatasetStatus
 from app.datasets.schemas import (
     CompleteUploadRequest,
-    DatasetEventOut,
     DatasetOut,
     DirectUploadOut,
     DirectUploadRequest,
@@ -173,16 +173,11 @@ def read_dataset(dataset_id: str, principal: CurrentPrincipal, session: SessionD
 
 @router.get("/{dataset_id}/events")
 def list_dataset_events(
-    dataset_id: str,
-    principal: CurrentPrincipal,
-    session: SessionDep,
-    after_id: Annotated[int | None, Query(ge=0)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> Page[DatasetEventOut]:
+    dataset_id: str, principal: CurrentPrincipal, session: SessionDep, window: EventWindowDep
+) -> Page[EventOut]:
     """The dataset's creation and status changes, oldest first (``after_id``: only newer)."""
     dataset = get_owned(session, Dataset, dataset_id, principal.team_id, what="dataset")
-    return service.list_events(session, dataset, after_id=after_id, limit=limit, offset=offset)
+    return read_events(session, DatasetEvent.dataset_id, dataset.id, window)
 
 
 @router.get("/{dataset_id}/manifest", response_class=StreamingResponse)

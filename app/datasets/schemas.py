@@ -115,16 +115,3 @@ class DatasetOut(BaseModel):
     split_seed: int | None
     created_at: datetime
     updated_at: datetime
-
-
-class DatasetEventOut(BaseModel):
-    """One entry of a dataset's event log: its creation or a change of status, with
-    ``data["from"]``/``data["to"]``."""
-
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    kind: str
-    message: str
-    data: dict[str, Any]
-    created_at: datetime

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,7 +29,6 @@ from app.core.errors import (
     ServiceError,
     ServiceUnavailable,
 )
-from app.core.pagination import Page
 from app.core.queue import TaskName, send
 from app.core.storage import (
     MultipartUnsupported,
@@ -40,11 +39,10 @@ from app.core.storage import (
 )
 from app.core.tenancy import scoped, team_object_key
 from app.datasets import state
-from app.datasets.models import Dataset, DatasetEvent, DatasetStatus
+from app.datasets.models import Dataset, DatasetStatus
 from app.datasets.problems import Problem, ProblemCode
 from app.datasets.schemas import (
     CompletedPart,
-    DatasetEventOut,
     DirectUploadOut,
     DirectUploadRequest,
     PartUrl,
@@ -469,23 +467,6 @@ def manifest_key(dataset: Dataset) -> str:
             f"Dataset {dataset.id} is {dataset.status}; only a ready dataset has a manifest."
         )
     return dataset.manifest_key
-
-
-def list_events(
-    session: Session, dataset: Dataset, *, after_id: int | None, limit: int, offset: int
-) -> Page[DatasetEventOut]:
-    """The dataset's events in order; ``after_id`` continues after the last event a client saw."""
-    query = select(DatasetEvent).where(DatasetEvent.dataset_id == dataset.id)
-    if after_id is not None:
-        query = query.where(DatasetEvent.id > after_id)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(DatasetEvent.id).limit(limit).offset(offset))
-    return Page[DatasetEventOut](
-        items=[DatasetEventOut.model_validate(r) for r in rows],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
 
 
 def _delete_quietly(store: ObjectStore, key: str) -> None:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
 from app.core.db import utcnow
-from app.core.errors import IllegalTransition
+from app.core.lifecycle import check_allowed
 from app.datasets.models import Dataset, DatasetEvent, DatasetStatus
 
 ALLOWED: Mapping[DatasetStatus, frozenset[DatasetStatus]] = {
@@ -43,13 +43,13 @@ class EventKind(StrEnum):
 
 def check_transition(source: DatasetStatus | str, target: DatasetStatus | str) -> None:
     """Raise ``IllegalTransition`` (HTTP 409) unless ``source → target`` is allowed."""
-    source, target = DatasetStatus(source), DatasetStatus(target)
-    if target not in ALLOWED[source]:
-        allowed = ", ".join(sorted(ALLOWED[source])) or "nothing (it is deleted)"
-        raise IllegalTransition(
-            f"A {source.value} dataset cannot become {target.value}; it can become {allowed}.",
-            details={"from": source.value, "to": target.value},
-        )
+    check_allowed(
+        ALLOWED,
+        DatasetStatus(source),
+        DatasetStatus(target),
+        noun="dataset",
+        when_final="it is deleted",
+    )
 
 
 def add_created_event(session: Session, dataset: Dataset, message: str) -> DatasetEvent:

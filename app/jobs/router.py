@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
+from app.core.events import EventOut, EventWindowDep, read_events
 from app.core.pagination import Page
 from app.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 from app.jobs import service
-from app.jobs.models import JobStatus
-from app.jobs.schemas import JobCreate, JobEventOut, JobMetricsOut, JobOut
+from app.jobs.models import JobEvent, JobStatus
+from app.jobs.schemas import JobCreate, JobMetricsOut, JobOut
 from app.jobs.stream import job_stream
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -68,13 +69,10 @@ def list_job_events(
     job_id: str,
     principal: CurrentPrincipal,
     session: SessionDep,
-    after_id: Annotated[int | None, Query(ge=0)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> Page[JobEventOut]:
-    return service.list_events(
-        session, principal, job_id, after_id=after_id, limit=limit, offset=offset
-    )
+    window: EventWindowDep,
+) -> Page[EventOut]:
+    service.get_job(session, principal, job_id)
+    return read_events(session, JobEvent.job_id, job_id, window)
 
 
 @router.get("/{job_id}/stream", response_class=StreamingResponse)

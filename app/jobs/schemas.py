@@ -106,16 +106,6 @@ class JobOut(BaseModel):
     updated_at: datetime
 
 
-class JobEventOut(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: int
-    kind: str
-    message: str
-    data: dict[str, Any]
-    created_at: datetime
-
-
 class EpochPoint(BaseModel):
     """One epoch of the training curves (losses are means over the epoch's steps)."""
 

@@ -22,7 +22,7 @@ from app.datasets.models import Dataset, DatasetStatus
 from app.datasets.service import DatasetNotReady
 from app.jobs.dispatch import enqueue_job
 from app.jobs.models import Job, JobEvent, JobStatus
-from app.jobs.schemas import EpochPoint, JobCreate, JobEventOut, JobMetricsOut, JobOut
+from app.jobs.schemas import EpochPoint, JobCreate, JobMetricsOut, JobOut
 from app.jobs.state import (
     TERMINAL,
     EventKind,
@@ -198,30 +198,6 @@ def list_jobs(
 def get_job(session: Session, principal: Principal, job_id: str) -> Job:
     """The team's job ``job_id``; 404 for any other id."""
     return get_owned(session, Job, job_id, principal.team_id, what="job")
-
-
-def list_events(
-    session: Session,
-    principal: Principal,
-    job_id: str,
-    *,
-    after_id: int | None,
-    limit: int,
-    offset: int,
-) -> Page[JobEventOut]:
-    """The job's events in order; ``after_id`` continues after the last event a client saw."""
-    get_job(session, principal, job_id)
-    query = select(JobEvent).where(JobEvent.job_id == job_id)
-    if after_id is not None:
-        query = query.where(JobEvent.id > after_id)
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(JobEvent.id).limit(limit).offset(offset))
-    return Page[JobEventOut](
-        items=[JobEventOut.model_validate(r) for r in rows],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
 
 
 def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
 from app.core.db import utcnow
-from app.core.errors import IllegalTransition
+from app.core.lifecycle import check_allowed
 from app.jobs.models import Job, JobEvent, JobStatus
 
 ALLOWED: Mapping[JobStatus, frozenset[JobStatus]] = {
@@ -48,13 +48,9 @@ class EventKind(StrEnum):
 
 def check_transition(source: JobStatus | str, target: JobStatus | str) -> None:
     """Raise ``IllegalTransition`` (HTTP 409) unless ``source → target`` is allowed."""
-    source, target = JobStatus(source), JobStatus(target)
-    if target not in ALLOWED[source]:
-        allowed = ", ".join(sorted(ALLOWED[source])) or "nothing (it is finished)"
-        raise IllegalTransition(
-            f"A {source.value} job cannot become {target.value}; it can become {allowed}.",
-            details={"from": source.value, "to": target.value},
-        )
+    check_allowed(
+        ALLOWED, JobStatus(source), JobStatus(target), noun="job", when_final="it is finished"
+    )
 
 
 def add_event(

@@ -17,9 +17,10 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from app.core.db import get_sessionmaker
+from app.core.events import EventOut
 from app.core.tenancy import scoped
 from app.jobs.models import Job, JobEvent, JobStatus
-from app.jobs.schemas import JobEventOut, JobOut
+from app.jobs.schemas import JobOut
 from app.jobs.state import TERMINAL
 
 POLL_SECONDS = 1.0
@@ -31,7 +32,7 @@ EVENTS_PER_POLL = 500
 @dataclass(frozen=True)
 class _Snapshot:
     job: JobOut | None
-    events: list[JobEventOut]
+    events: list[EventOut]
 
 
 def _read(job_id: str, team_id: str, after_id: int) -> _Snapshot:
@@ -47,9 +48,7 @@ def _read(job_id: str, team_id: str, after_id: int) -> _Snapshot:
             .order_by(JobEvent.id)
             .limit(EVENTS_PER_POLL)
         )
-        return _Snapshot(
-            JobOut.model_validate(job), [JobEventOut.model_validate(e) for e in events]
-        )
+        return _Snapshot(JobOut.model_validate(job), [EventOut.model_validate(e) for e in events])
 
 
 def sse(event: str, data: dict[str, Any], event_id: int | None = None) -> str:
