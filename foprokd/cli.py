@@ -14,7 +14,7 @@ from pathlib import Path
 
 from foprokd.atomic import write_json_atomic
 from foprokd.errors import EngineError, ManifestInvalid
-from foprokd.hyperparams import METHOD_HELP, METHODS, TrainConfig
+from foprokd.hyperparams import METHOD_HELP, METHODS, HyperParams, TrainConfig
 from foprokd.manifest import ManifestRow, read_manifest, scan_image_folder
 from foprokd.pipeline import (
     DEFAULT_CACHE_DIR,
@@ -40,13 +40,8 @@ def load_rows(data: Path, manifest: Path | None, split_seed: int) -> list[Manife
 def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(
         method=args.method,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        image_size=args.image_size,
-        lr=args.lr,
-        seed=args.seed,
         device=args.device,
-        augment=not args.no_augment,
+        **{name: getattr(args, name) for name in HyperParams.model_fields},
     )
     rows = load_rows(args.data, args.manifest, args.split_seed)
     checkpoint = args.out / CHECKPOINT_NAME
@@ -144,6 +139,24 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_hyper_parameters(parser: argparse.ArgumentParser) -> None:
+    """One option per ``HyperParams`` field, with its default and help text (``--no-augment``
+    for the switch that defaults on)."""
+    for name, field in HyperParams.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{field.description} (default {field.default})"
+        if field.annotation is bool:
+            parser.add_argument(
+                "--no-" + name.replace("_", "-"),
+                dest=name,
+                action="store_false",
+                help=f"turn off: {field.description}",
+            )
+        else:
+            kind = int if field.annotation is int else float
+            parser.add_argument(flag, type=kind, default=field.default, help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``train`` / ``evaluate`` / ``export`` / ``sample`` argument parser."""
     defaults = TrainConfig()
@@ -179,14 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         choices=METHODS,
         default=defaults.method,
-        help="; ".join(f"{name}: {text}" for name, text in METHOD_HELP.items()),
+        help="; ".join(f"{name}: {text.rstrip('.')}" for name, text in METHOD_HELP.items()),
     )
-    run.add_argument("--epochs", type=int, default=defaults.epochs)
-    run.add_argument("--image-size", type=int, default=defaults.image_size)
-    run.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    run.add_argument("--lr", type=float, default=defaults.lr)
-    run.add_argument("--seed", type=int, default=defaults.seed)
-    run.add_argument("--no-augment", action="store_true")
+    _add_hyper_parameters(run)
     run.add_argument("--no-export", action="store_true")
     run.add_argument("--resume", action="store_true", help="continue the run in --out")
     run.add_argument(

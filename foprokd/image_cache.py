@@ -120,48 +120,29 @@ class ImageCache:
         nbytes = len(ordered) * 3 * image_size * image_size
         total = len(ordered)
 
-        if _index_matches(index_path, fingerprint) and _size(data_path) == nbytes:
+        reused = _index_matches(index_path, fingerprint) and _size(data_path) == nbytes
+        if reused:
             if on_progress is not None:
                 on_progress(total, total)
-            return cls(
-                data_path=data_path,
-                entries=ordered,
-                classes=class_list,
-                image_size=image_size,
-                fingerprint=fingerprint,
-                decoded=0,
-            )
-
-        with atomic_path(data_path) as tmp:
-            target = np.memmap(
-                tmp, dtype=np.uint8, mode="w+", shape=(total, 3, image_size, image_size)
-            )
-            threads = num_threads or min(8, os.cpu_count() or 1)
-            with ThreadPoolExecutor(max_workers=threads) as pool:
-                decoded = pool.map(lambda f: _decode_checked(f, image_size), files)
-                for done, array in enumerate(decoded, start=1):
-                    target[done - 1] = array
-                    if on_progress is not None:
-                        on_progress(done, total)
-            target.flush()
-            del target
-        index = {
-            "format": CACHE_FORMAT_VERSION,
-            "fingerprint": fingerprint,
-            "image_size": image_size,
-            "resize_policy": RESIZE_POLICY,
-            "count": total,
-            "classes": class_list,
-            "split_counts": {s: sum(e.split == s for e in ordered) for s in SPLITS},
-        }
-        write_json_atomic(index_path, index)
+        else:
+            _decode_into(data_path, files, image_size, num_threads, on_progress)
+            index = {
+                "format": CACHE_FORMAT_VERSION,
+                "fingerprint": fingerprint,
+                "image_size": image_size,
+                "resize_policy": RESIZE_POLICY,
+                "count": total,
+                "classes": class_list,
+                "split_counts": {s: sum(e.split == s for e in ordered) for s in SPLITS},
+            }
+            write_json_atomic(index_path, index)
         return cls(
             data_path=data_path,
             entries=ordered,
             classes=class_list,
             image_size=image_size,
             fingerprint=fingerprint,
-            decoded=total,
+            decoded=0 if reused else total,
         )
 
     def __len__(self) -> int:
@@ -179,6 +160,28 @@ class ImageCache:
     def split_entries(self, name: str) -> list[ManifestRow]:
         """The manifest entries of split ``name`` in the same row order as ``split(name)``."""
         return [e for e in self.entries if e.split == name]
+
+
+def _decode_into(
+    data_path: Path,
+    files: Sequence[Path],
+    image_size: int,
+    num_threads: int | None,
+    on_progress: ProgressFn | None,
+) -> None:
+    """Decode ``files`` in order into a new uint8 memmap at ``data_path`` (atomically)."""
+    total = len(files)
+    with atomic_path(data_path) as tmp:
+        target = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(total, 3, image_size, image_size))
+        threads = num_threads or min(8, os.cpu_count() or 1)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            decoded = pool.map(lambda f: _decode_checked(f, image_size), files)
+            for done, array in enumerate(decoded, start=1):
+                target[done - 1] = array
+                if on_progress is not None:
+                    on_progress(done, total)
+        target.flush()
+        del target
 
 
 def resolve_image_path(root: Path, path: str) -> Path:

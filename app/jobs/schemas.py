@@ -66,7 +66,7 @@ class JobCreate(BaseModel):
     student: str = Field(max_length=100)
     method: Method = Field(
         default=DEFAULT_METHOD,
-        description="; ".join(f"{name}: {text}" for name, text in METHOD_HELP.items()),
+        description="; ".join(f"{name}: {text.rstrip('.')}" for name, text in METHOD_HELP.items()),
     )
     priority: Priority = Priority.normal
     params: JobParams = Field(default_factory=JobParams)
