@@ -415,10 +415,10 @@ def prompt_diagnostics(
     teacher: FrozenTeacher,
     sets: dict[str, LabelledImages],
     images: int = 1000,
-) -> dict[str, float] | None:
+) -> dict[str, Any] | None:
     """What the trained FPG (last epoch's checkpoint) does to the teacher's input and features,
-    on the first ``images`` test images: mean and max |M − 1| and the mean cosine between f(x̃)
-    and f(x). None for methods without an FPG."""
+    on the first ``images`` test images: mean and max |M − 1|, the mean cosine between f(x̃)
+    and f(x), and the mean mask. None for methods without an FPG."""
     if config.method not in PROMPT_METHODS:
         return None
     prior = log_class_prior(sets["train"].class_counts())
@@ -436,6 +436,8 @@ def prompt_diagnostics(
         "mask_mean_abs_gain": float(gain.mean()),
         "mask_max_abs_gain": float(gain.max()),
         "teacher_cosine_prompted_vs_raw": float(cosine.mean()),
+        # (3, H, W//2+1) on the rfft2 grid: what the prompt does on average (bench.domain_gap).
+        "mean_mask": prompted.mask.mean(dim=0).cpu().tolist(),
     }
 
 

@@ -46,6 +46,28 @@ def apply_spectral_mask(x01: torch.Tensor, mask: torch.Tensor, *, clamp: bool) -
     return prompted.clamp(0.0, 1.0) if clamp else prompted
 
 
+def mask_from_logits(
+    logits: torch.Tensor,
+    height: int,
+    width: int,
+    *,
+    alpha: float,
+    band: tuple[float, float] | None = None,
+) -> torch.Tensor:
+    """The FPG's mask family: coarse logits (B, C, gh, gw) -> M = 1 + α·tanh(·) on the ``rfft2``
+    grid (B, C, H, W//2+1). The coarse grid is laid out with centred vertical frequencies and
+    upsampled bilinearly; outside ``band`` (radial frequency range) M = 1."""
+    dense = F.interpolate(
+        logits, size=(height, width // 2 + 1), mode="bilinear", align_corners=True
+    )
+    # Undo the centring after the upsampling, so neighbouring frequencies get similar gains.
+    gain = alpha * torch.tanh(torch.fft.ifftshift(dense, dim=-2))
+    if band is not None:
+        radius = radial_frequency(height, width, device=gain.device)
+        gain = gain * ((radius >= band[0]) & (radius <= band[1])).to(gain.dtype)
+    return 1.0 + gain
+
+
 class FourierPromptGenerator(nn.Module):
     """G_ψ: noise z ~ N(0, I) + a learned dataset embedding -> a spectral mask per image.
 
@@ -95,16 +117,9 @@ class FourierPromptGenerator(nn.Module):
 
     def masks(self, batch_size: int, height: int, width: int) -> torch.Tensor:
         """M = 1 + α·tanh(G) on the ``rfft2`` grid, (B, channels, H, W//2+1), in [1−α, 1+α]."""
-        logits = self.mask_logits(batch_size)
-        # The coarse grid is laid out with centred vertical frequencies; undo the shift after.
-        dense = F.interpolate(
-            logits, size=(height, width // 2 + 1), mode="bilinear", align_corners=True
+        return mask_from_logits(
+            self.mask_logits(batch_size), height, width, alpha=self.alpha, band=self.band
         )
-        gain = self.alpha * torch.tanh(torch.fft.ifftshift(dense, dim=-2))
-        if self.band is not None:
-            radius = radial_frequency(height, width, device=gain.device)
-            gain = gain * ((radius >= self.band[0]) & (radius <= self.band[1])).to(gain.dtype)
-        return 1.0 + gain
 
     def forward(self, x01: torch.Tensor) -> PromptedImages:
         """x01: (B, 3, H, W) float in [0, 1] -> prompted images with a fresh mask per image."""
