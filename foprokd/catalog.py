@@ -70,27 +70,26 @@ def _imagenet_spec(
 # DINOv2 is trained at 518 px; dynamic size + padding lets it run at any training resolution.
 _VIT_ANY_SIZE = (("dynamic_img_size", True), ("dynamic_img_pad", True))
 
-TEACHERS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        _imagenet_spec("resnet50", "teacher", 2048, 23_508_032, "a1_in1k"),
-        _imagenet_spec("resnet18", "teacher", 512, 11_176_512, "a1_in1k"),
-        _imagenet_spec("efficientnet_b0", "teacher", 1280, 4_007_548, "ra_in1k"),
-        _imagenet_spec(
-            "vit_small_patch14_dinov2", "teacher", 384, 22_056_192, "lvd142m", 518, _VIT_ANY_SIZE
-        ),
-        _imagenet_spec("convnext_tiny", "teacher", 768, 27_820_128, "in12k_ft_in1k"),
-    )
-}
 
-STUDENTS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        _imagenet_spec("resnet18", "student", 512, 11_176_512, "a1_in1k"),
-        _imagenet_spec("mobilenetv3_large_100", "student", 1280, 4_202_032, "ra_in1k"),
-        _imagenet_spec("efficientnet_b0", "student", 1280, 4_007_548, "ra_in1k"),
-    )
-}
+def _by_name(*specs: ModelSpec) -> dict[str, ModelSpec]:
+    return {spec.name: spec for spec in specs}
+
+
+TEACHERS: dict[str, ModelSpec] = _by_name(
+    _imagenet_spec("resnet50", "teacher", 2048, 23_508_032, "a1_in1k"),
+    _imagenet_spec("resnet18", "teacher", 512, 11_176_512, "a1_in1k"),
+    _imagenet_spec("efficientnet_b0", "teacher", 1280, 4_007_548, "ra_in1k"),
+    _imagenet_spec(
+        "vit_small_patch14_dinov2", "teacher", 384, 22_056_192, "lvd142m", 518, _VIT_ANY_SIZE
+    ),
+    _imagenet_spec("convnext_tiny", "teacher", 768, 27_820_128, "in12k_ft_in1k"),
+)
+
+STUDENTS: dict[str, ModelSpec] = _by_name(
+    _imagenet_spec("resnet18", "student", 512, 11_176_512, "a1_in1k"),
+    _imagenet_spec("mobilenetv3_large_100", "student", 1280, 4_202_032, "ra_in1k"),
+    _imagenet_spec("efficientnet_b0", "student", 1280, 4_007_548, "ra_in1k"),
+)
 
 
 def expected_weight_paths(name: str, weights_dir: Path | str) -> list[Path]:

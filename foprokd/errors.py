@@ -44,16 +44,24 @@ class WeightsNotFound(EngineError):
         return (self.name, self.expected_paths, self.role)
 
 
-class WeightsInvalid(EngineError):
-    """A weights file exists but cannot be used for the model it was meant for."""
+class FileUnusable(EngineError):
+    """A file exists but cannot be used; ``message`` is formatted with ``path`` and ``reason``."""
+
+    message = "{path} is not usable: {reason}"
 
     def __init__(self, path: Path | str, reason: str) -> None:
         self.path = Path(path)
         self.reason = reason
-        super().__init__(f"Weights file {self.path} is not usable: {reason}")
+        super().__init__(self.message.format(path=self.path, reason=reason))
 
     def _init_args(self) -> tuple[Any, ...]:
         return (self.path, self.reason)
+
+
+class WeightsInvalid(FileUnusable):
+    """A weights file exists but cannot be used for the model it was meant for."""
+
+    message = "Weights file {path} is not usable: {reason}"
 
 
 class NonFiniteLoss(EngineError):
@@ -113,16 +121,10 @@ class TrainingCancelled(EngineError):
         return (self.epoch, self.step)
 
 
-class CheckpointInvalid(EngineError):
+class CheckpointInvalid(FileUnusable):
     """A training checkpoint cannot be resumed (unreadable, other format, or another config)."""
 
-    def __init__(self, path: Path | str, reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"Cannot resume from {self.path}: {reason}")
-
-    def _init_args(self) -> tuple[Any, ...]:
-        return (self.path, self.reason)
+    message = "Cannot resume from {path}: {reason}"
 
 
 class ManifestInvalid(EngineError):

@@ -28,10 +28,10 @@ from app.core.storage import COPY_CHUNK_BYTES, ObjectStore, open_object_store
 from app.core.tenancy import team_object_key
 from app.datasets.models import Dataset, DatasetStatus
 from app.jobs.dispatch import release_and_resend
-from app.jobs.lease import move_checkpoint, record_event, write_progress
+from app.jobs.lease import end_attempt, move_checkpoint, record_event, write_progress
 from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import JobParams
-from app.jobs.state import EventKind, transition
+from app.jobs.state import EventKind
 from app.students.models import Artifact
 from app.students.service import upload_artifact
 from app.teachers.service import resolve_teacher
@@ -433,25 +433,9 @@ class DistillationRun:
         )
 
     def _settle(
-        self,
-        target: JobStatus,
-        message: str,
-        *,
-        values: Mapping[str, Any] | None = None,
-        data: Mapping[str, Any] | None = None,
-        artifacts: Sequence[Artifact] = (),
+        self, target: JobStatus, message: str, artifacts: Sequence[Artifact] = (), **details: Any
     ) -> None:
-        """End the attempt: ``running → target`` under this run's lease, with ``artifacts``
-        (of a success) committed in the same transaction."""
+        """End the attempt under this run's lease, a success's ``artifacts`` in the same commit."""
         with session_scope() as session:
             session.add_all(artifacts)
-            transition(
-                session,
-                self.job_id,
-                source=JobStatus.running,
-                target=target,
-                lease_owner=self.owner,
-                message=message,
-                values=values,
-                data=data,
-            )
+            end_attempt(session, self.job_id, self.owner, target, message, **details)

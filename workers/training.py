@@ -39,7 +39,7 @@ from app.core.db import session_scope, utcnow
 from app.core.queue import TaskName
 from app.datasets.models import Dataset, DatasetStatus
 from app.jobs.dispatch import release_and_resend
-from app.jobs.lease import Heartbeat, claim_job, heartbeat, new_lease_owner
+from app.jobs.lease import Heartbeat, claim_job, end_attempt, heartbeat, new_lease_owner
 from app.jobs.models import Job, JobStatus
 from app.jobs.state import TERMINAL, transition
 from workers.celery_app import celery_app
@@ -234,16 +234,13 @@ class Supervisor:
 
     def _force_cancel(self) -> None:
         with session_scope() as session:
-            transition(
+            end_attempt(
                 session,
                 self.job_id,
-                source=JobStatus.running,
-                target=JobStatus.cancelled,
-                lease_owner=self.owner,
-                message=(
-                    "Cancelled; the training process did not stop within "
-                    f"{self.cancel_grace_s:.0f} s and was killed."
-                ),
+                self.owner,
+                JobStatus.cancelled,
+                "Cancelled; the training process did not stop within "
+                f"{self.cancel_grace_s:.0f} s and was killed.",
             )
 
     def _settle(self, exitcode: int | None) -> str:

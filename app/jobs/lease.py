@@ -117,6 +117,22 @@ def write_progress(
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
+def end_attempt(
+    session: Session, job_id: str, owner: str, target: JobStatus, message: str, **details: Any
+) -> bool:
+    """``running → target`` while ``owner`` still holds the lease (``details``: ``values`` and
+    ``data`` of ``transition``); False when the lease was lost."""
+    return transition(
+        session,
+        job_id,
+        source=JobStatus.running,
+        target=target,
+        lease_owner=owner,
+        message=message,
+        **details,
+    )
+
+
 def move_checkpoint(session: Session, job_id: str, owner: str, *, key: str, epoch: int) -> bool:
     """Point the job at the checkpoint of ``epoch`` already stored under ``key`` (never before)."""
     result = session.execute(
