@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +49,7 @@ from bench.fashion_lt import (
     student_split,
 )
 from bench.scanner_shift import ScannerShift, log_gain_agreement
+from foprokd.atomic import write_json_atomic
 from foprokd.data import LabelledImages
 from foprokd.hyperparams import METHODS
 
@@ -197,6 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results/domain_gap.json"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the runs already in --out, run the rest"
+    )
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -219,6 +224,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     _, half_b = halves(len(data.train_labels))
     rows: list[dict[str, Any]] = []
     probes: dict[int, dict[str, float]] = {}
+    if args.resume and args.out.is_file():
+        saved = json.loads(args.out.read_text())
+        rows = [r for r in saved["runs"] if r["seed"] in args.seeds]
+        probes = {int(k): v for k, v in saved["teacher_linear_probe"].items()}
+        print(f"resuming: {len(rows)} runs already in {args.out}", flush=True)
+
+    def save() -> str:
+        table = tables(rows, probes)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        record = {
+            "settings": dataclasses.asdict(settings),
+            "shift": dataclasses.asdict(shift),
+            "shift_clipped_fraction_test": clipped,
+            "seeds": args.seeds,
+            "teacher": teacher_record,
+            "teacher_linear_probe": probes,
+            "torch_threads": torch.get_num_threads(),
+            "runs": rows,
+            "table": table,
+        }
+        write_json_atomic(args.out, record)
+        return table
+
     for seed in args.seeds:
         train_idx, val_idx = student_split(data.train_labels, half_b, settings, seed)
         raw = {
@@ -242,7 +270,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         for method in args.methods:
+            if any(r["method"] == method and r["seed"] == seed for r in rows):
+                continue
             run_dir = args.cache_dir / "domain_gap_runs" / f"seed{seed}" / method
+            if run_dir.exists():  # a run that was interrupted: start it again
+                shutil.rmtree(run_dir)
             row = run_method(method, seed, sets, teacher, settings, run_dir, args.device)
             if row["fpg_diagnostics"] is not None:
                 mean_mask = torch.tensor(row["fpg_diagnostics"]["mean_mask"])
@@ -254,27 +286,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"  {row['seconds'] / 60:.1f} min",
                 flush=True,
             )
+            save()
 
-    table = tables(rows, probes)
+    table = save()
     picture = args.out.with_suffix(".png")
     mask_picture(rows, shift, settings.image_size, picture)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "settings": dataclasses.asdict(settings),
-                "shift": dataclasses.asdict(shift),
-                "shift_clipped_fraction_test": clipped,
-                "seeds": args.seeds,
-                "teacher": teacher_record,
-                "teacher_linear_probe": probes,
-                "torch_threads": torch.get_num_threads(),
-                "runs": rows,
-                "table": table,
-            },
-            indent=2,
-        )
-    )
     print(f"\nFashion-MNIST-LT through the scanner shift, seeds {args.seeds}\n\n{table}")
     print(f"\nresults: {args.out}; masks: {picture}")
     print(headline(rows))
