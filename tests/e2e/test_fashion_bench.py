@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import fashion_lt
+from bench import domain_gap, fashion_lt
 from foprokd.hyperparams import METHODS
 
 
@@ -91,3 +91,25 @@ def test_missing_dataset_names_the_files_and_the_install_command(tmp_path: Path)
     message = str(stopped.value.code)
     assert "train-images-idx3-ubyte.gz" in message
     assert "apt-get install dataset-fashion-mnist" in message
+
+
+def test_domain_gap_quick_run_reports_probes_pairs_and_masks(
+    data_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "gap.json"
+    arguments = ["--quick", "--data-dir", str(data_dir), "--cache-dir", str(tmp_path / "cache")]
+    arguments += ["--out", str(out), "--threads", "1", "--methods", "bsm", "ekd", "fopro"]
+    assert domain_gap.main(arguments) == 0
+    results = json.loads(out.read_text())
+    assert [row["method"] for row in results["runs"]] == ["bsm", "ekd", "fopro"]
+    probe = results["teacher_linear_probe"]["0"]
+    assert 0.0 <= probe["shifted"] <= 1.0
+    assert 0.0 <= probe["unshifted"] <= 1.0
+    fopro = results["runs"][2]
+    assert -1.0 <= fopro["mask_agreement"] <= 1.0
+    assert "| fopro − ekd |" in results["table"]
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("domain gap: fopro − ekd")
+    # A second call with --resume runs nothing again.
+    assert domain_gap.main([*arguments, "--resume"]) == 0
+    assert "resuming: 3 runs" in capsys.readouterr().out
