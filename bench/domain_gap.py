@@ -189,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test settings")
+    parser.add_argument("--epochs", type=int, help="override the student epochs")
+    parser.add_argument("--teacher-epochs", type=int, help="override the teacher's epochs")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument(
         "--cache-dir",
@@ -207,6 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     settings: BenchSettings = QUICK if args.quick else BenchSettings()
+    overrides = {"epochs": args.epochs, "teacher_epochs": args.teacher_epochs}
+    settings = dataclasses.replace(
+        settings, **{k: v for k, v in overrides.items() if v is not None}
+    )
     shift = ScannerShift()
     print(f"acquisition shift: {shift.describe()}", flush=True)
     data = load_fashion_mnist(args.data_dir)

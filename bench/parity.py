@@ -303,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test settings")
     parser.add_argument("--epochs", type=int, help="override the student epochs (both sides)")
+    parser.add_argument("--teacher-epochs", type=int, help="override the teacher's epochs")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--cache-dir", type=Path, default=Path("bench/.cache/fashion_lt"))
     parser.add_argument("--out", type=Path, default=Path("bench/results/parity.json"))
@@ -314,8 +315,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the service's training child
 
     settings = QUICK if args.quick else BenchSettings()
-    if args.epochs is not None:
-        settings = dataclasses.replace(settings, epochs=args.epochs)
+    overrides = {"epochs": args.epochs, "teacher_epochs": args.teacher_epochs}
+    settings = dataclasses.replace(
+        settings, **{k: v for k, v in overrides.items() if v is not None}
+    )
     data = load_fashion_mnist(args.data_dir)
     _, record = coarse_teacher(data, settings, args.cache_dir, "cpu")
     teacher_file = args.cache_dir / f"teacher-{teacher_key(settings)}.safetensors"
