@@ -23,7 +23,6 @@ one seed of the five methods takes ~17 min on 2 cores.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import shutil
@@ -35,16 +34,15 @@ from typing import Any
 import torch
 
 from bench.fashion_lt import (
-    DATA_DIR,
     FINE_CLASSES,
-    QUICK,
-    BenchSettings,
     coarse_teacher,
     halves,
     labelled,
     linear_probe,
     load_fashion_mnist,
     mean_std,
+    protocol_parser,
+    protocol_settings,
     run_method,
     student_split,
 )
@@ -183,36 +181,14 @@ def mask_picture(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser = protocol_parser(__doc__, "bench/results/domain_gap.json")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--quick", action="store_true", help="tiny smoke-test settings")
-    parser.add_argument("--epochs", type=int, help="override the student epochs")
-    parser.add_argument("--teacher-epochs", type=int, help="override the teacher's epochs")
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=Path("bench/.cache/fashion_lt"),
-        help="shared with bench.fashion_lt: the coarse teacher is trained once",
-    )
-    parser.add_argument("--out", type=Path, default=Path("bench/results/domain_gap.json"))
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, help="torch CPU threads")
     parser.add_argument(
         "--resume", action="store_true", help="keep the runs already in --out, run the rest"
     )
     args = parser.parse_args(argv)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-
-    settings: BenchSettings = QUICK if args.quick else BenchSettings()
-    overrides = {"epochs": args.epochs, "teacher_epochs": args.teacher_epochs}
-    settings = dataclasses.replace(
-        settings, **{k: v for k, v in overrides.items() if v is not None}
-    )
+    settings = protocol_settings(args)
     shift = ScannerShift()
     print(f"acquisition shift: {shift.describe()}", flush=True)
     data = load_fashion_mnist(args.data_dir)

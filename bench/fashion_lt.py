@@ -523,12 +523,11 @@ def markdown_table(rows: Sequence[dict[str, Any]], methods: Sequence[str]) -> st
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
+def protocol_parser(doc: str | None, out: str) -> argparse.ArgumentParser:
+    """The options every Fashion-MNIST benchmark shares (seeds, sizes, data, cache, threads);
+    ``out`` is the default results file."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--quick", action="store_true", help="tiny smoke-test settings")
     parser.add_argument("--epochs", type=int, help="override the student epochs")
     parser.add_argument("--n-max", type=int, help="override the head-class train images")
@@ -538,18 +537,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--teacher-recipe", choices=("engine", "cosine"), help="override how the teacher trains"
     )
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    parser.add_argument("--cache-dir", type=Path, default=Path("bench/.cache/fashion_lt"))
-    parser.add_argument("--out", type=Path, default=Path("bench/results/fashion_lt.json"))
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path("bench/.cache/fashion_lt"),
+        help="the coarse teacher is trained once and shared by every benchmark",
+    )
+    parser.add_argument("--out", type=Path, default=Path(out))
     parser.add_argument(
         "--threads",
         type=int,
         help="torch CPU threads (1 is faster on a machine shared with others)",
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def protocol_settings(args: argparse.Namespace) -> BenchSettings:
+    """``BenchSettings`` (or ``QUICK``) with the overrides of ``protocol_parser``'s options;
+    applies ``--threads``."""
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-
     settings = QUICK if args.quick else BenchSettings()
     overrides = {
         "epochs": args.epochs,
@@ -558,9 +565,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "distill_weight": args.distill_weight,
         "teacher_recipe": args.teacher_recipe,
     }
-    settings = dataclasses.replace(
-        settings, **{k: v for k, v in overrides.items() if v is not None}
-    )
+    return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = protocol_parser(__doc__, "bench/results/fashion_lt.json")
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    settings = protocol_settings(args)
     data = load_fashion_mnist(args.data_dir)
     teacher, teacher_record = coarse_teacher(data, settings, args.cache_dir, args.device)
     print(

@@ -19,7 +19,6 @@ both ways as a timm ``resnet18`` with its ImageNet normalisation, as the service
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import io
 import json
@@ -43,14 +42,14 @@ import torch
 from PIL import Image
 
 from bench.fashion_lt import (
-    DATA_DIR,
     FINE_CLASSES,
-    QUICK,
     BenchSettings,
     FashionMnist,
     coarse_teacher,
     halves,
     load_fashion_mnist,
+    protocol_parser,
+    protocol_settings,
     student_split,
     teacher_key,
 )
@@ -297,28 +296,12 @@ def headline(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
-    )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--quick", action="store_true", help="tiny smoke-test settings")
-    parser.add_argument("--epochs", type=int, help="override the student epochs (both sides)")
-    parser.add_argument("--teacher-epochs", type=int, help="override the teacher's epochs")
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
-    parser.add_argument("--cache-dir", type=Path, default=Path("bench/.cache/fashion_lt"))
-    parser.add_argument("--out", type=Path, default=Path("bench/results/parity.json"))
-    parser.add_argument("--threads", type=int, help="torch CPU threads (here and in the worker)")
+    parser = protocol_parser(__doc__, "bench/results/parity.json")
     parser.add_argument("--resume", action="store_true", help="keep the seeds already in --out")
     args = parser.parse_args(argv)
+    settings = protocol_settings(args)
     if args.threads is not None:
-        torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the service's training child
-
-    settings = QUICK if args.quick else BenchSettings()
-    overrides = {"epochs": args.epochs, "teacher_epochs": args.teacher_epochs}
-    settings = dataclasses.replace(
-        settings, **{k: v for k, v in overrides.items() if v is not None}
-    )
     data = load_fashion_mnist(args.data_dir)
     _, record = coarse_teacher(data, settings, args.cache_dir, "cpu")
     teacher_file = args.cache_dir / f"teacher-{teacher_key(settings)}.safetensors"
