@@ -11,9 +11,9 @@ from typing import Any
 API_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(message)s"
 
 
-def api_log_config(level: str = "INFO") -> dict[str, Any]:
-    """A ``logging.config.dictConfig`` mapping: every record at ``level`` or above, from uvicorn
-    or any other logger, goes to stderr in ``API_LOG_FORMAT``."""
+def api_log_config() -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` mapping: every record at INFO or above, from uvicorn or
+    any other logger, goes to stderr in ``API_LOG_FORMAT``."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -29,5 +29,5 @@ def api_log_config(level: str = "INFO") -> dict[str, Any]:
             }
         },
         # uvicorn's loggers, left unconfigured, propagate here instead of to handlers of their own.
-        "root": {"handlers": ["stderr"], "level": level},
+        "root": {"handlers": ["stderr"], "level": "INFO"},
     }

@@ -1,6 +1,7 @@
 """Archives as real tools write them are accepted: Python's zipfile in its three styles, Info-ZIP,
 7-Zip, bsdtar, GNU tar and an MS-DOS zip. Each packs the same ImageFolder (classes a and b) and
-must validate clean, on its own and through upload + the validation task.
+must validate clean, on its own and through upload + the validation task. The same writers
+packing a symlink, a hardlink and a FIFO must still be refused.
 
 The command-line writers come from Debian packages that ``make test`` installs
 (scripts/ensure-tools.sh); a test skips, naming the package, only where that could not happen.
@@ -8,6 +9,7 @@ The command-line writers come from Debian packages that ``make test`` installs
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import zipfile
@@ -188,3 +190,50 @@ def test_python_writestr_stores_permission_bits_without_a_file_type(tmp_path: Pa
         open_archive(stream, scratch_dir=tmp_path) as reader,
     ):
         assert {entry.kind for entry in reader.entries()} == {EntryKind.file}
+
+
+def hostile_folder(root: Path, *, special: bool) -> Path:
+    """The image folder plus ``a/evil.png``, a symlink to /etc/passwd; with ``special`` also
+    ``b/pipe.png`` (a FIFO) and ``b/copy.png`` (a hardlink to ``b/0.png``), which zips cannot
+    hold."""
+    folder = image_folder(root)
+    (folder / "a" / "evil.png").symlink_to("/etc/passwd")
+    if special:
+        os.mkfifo(folder / "b" / "pipe.png")
+        os.link(folder / "b" / "0.png", folder / "b" / "copy.png")
+    return folder
+
+
+# (archive name, program names, Debian package, arguments before the archive, tar-only members)
+HOSTILE_WRITERS = [
+    ("infozip.zip", ("zip",), "zip", ["-q", "-r", "-y"], False),  # -y: store links as links
+    ("7zip.zip", ("7zz", "7z"), "7zip", ["a", "-tzip", "-snl", "-bd"], False),
+    ("bsdtar.zip", ("bsdtar",), "libarchive-tools", ["--format", "zip", "-cf"], False),
+    ("bsdtar.tar.gz", ("bsdtar",), "libarchive-tools", ["-czf"], True),
+    ("gnu.tar.gz", ("tar",), "tar", ["-czf"], True),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "programs", "package", "args", "special"),
+    HOSTILE_WRITERS,
+    ids=[writer[0] for writer in HOSTILE_WRITERS],
+)
+def test_links_and_fifos_packed_by_real_writers_are_refused(
+    name: str,
+    programs: tuple[str, ...],
+    package: str,
+    args: list[str],
+    special: bool,
+    tmp_path: Path,
+) -> None:
+    folder = hostile_folder(tmp_path / "folder", special=special)
+    run_in(folder, command(*programs, package=package), *args, str(tmp_path / name), ".")
+    checked = validate_bytes((tmp_path / name).read_bytes(), name)
+    assert checked.error_for("a/evil.png")["code"] == "link"
+    if special:
+        assert checked.error_for("b/pipe.png")["code"] == "special_file"
+        # Whichever of the two names the writer stores as the link, one of them is refused.
+        linked = [e for e in checked.errors if e["entry"] in ("b/0.png", "b/copy.png")]
+        assert [e["code"] for e in linked] == ["link"]
+    assert not checked.result.ok
