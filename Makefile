@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck unit integration services bench-fashion clean
+.PHONY: run test lint typecheck unit integration services tools bench-fashion clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ run: $(RUN_STAMP)
 	$(VENV)/bin/fopro up
 
 ## test: install test tools, make sure Postgres and Redis answer, lint, type-check, run every test
-test: $(DEV_STAMP) services lint typecheck
+test: $(DEV_STAMP) services tools lint typecheck
 	$(VENV)/bin/pytest
 
 lint: $(DEV_STAMP)
@@ -34,7 +34,7 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(DEV_STAMP)
+unit: $(DEV_STAMP) tools
 	$(VENV)/bin/pytest tests/unit
 
 integration: $(DEV_STAMP) services
@@ -42,6 +42,10 @@ integration: $(DEV_STAMP) services
 
 services:
 	scripts/ensure-services.sh
+
+# tools: the archive writers (zip, 7-Zip, bsdtar) the dataset tests pack uploads with
+tools:
+	scripts/ensure-tools.sh
 
 ## bench-fashion: every method on Fashion-MNIST-LT, 3 seeds (needs dataset-fashion-mnist)
 bench-fashion: $(DEV_STAMP)

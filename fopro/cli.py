@@ -40,6 +40,8 @@ def serve(host: HostOpt = None, port: PortOpt = None, workers: int = 1) -> None:
     """Run the HTTP API (uvicorn)."""
     import uvicorn
 
+    from app.core.logging_config import api_log_config
+
     settings = get_settings()
     uvicorn.run(
         "app.main:app",
@@ -48,6 +50,7 @@ def serve(host: HostOpt = None, port: PortOpt = None, workers: int = 1) -> None:
         workers=workers,
         proxy_headers=True,
         log_level="info",
+        log_config=api_log_config(),
     )
 
 
