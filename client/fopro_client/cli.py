@@ -108,12 +108,13 @@ LimitOpt = Annotated[int, typer.Option(min=1, max=200, help="Rows per page.")]
 OffsetOpt = Annotated[int, typer.Option(min=0, help="Rows to skip.")]
 
 
+# No markup: ids, names and the API's messages are printed as they are (``[x]`` included).
 def _out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, markup=False)
 
 
 def _err() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 def exit_code_for(error: FoproError) -> ExitCode:
@@ -136,7 +137,7 @@ def _report_error(error: FoproError, as_json: bool, connection: Connection) -> N
         typer.echo(json.dumps(error.envelope()), err=True)
         return
     console = _err()
-    console.print(f"[red]error:[/red] {error.message} [dim]({error.code})[/dim]", markup=True)
+    console.print(f"error: {error.message} ({error.code})", style="red")
     if isinstance(error, AuthError) and connection.api_key is None:
         console.print(f"No API key for {connection.url}: run `fopro login` or set {KEY_ENV}.")
     if isinstance(error, DatasetInvalid):
@@ -145,7 +146,7 @@ def _report_error(error: FoproError, as_json: bool, connection: Connection) -> N
         for detail in error.details[:20]:
             console.print(f"  - {json.dumps(detail)}")
     if error.request_id:
-        console.print(f"[dim]request id {error.request_id}[/dim]")
+        console.print(f"request id {error.request_id}", style="dim")
 
 
 @contextmanager
@@ -190,7 +191,7 @@ def _transfer_bars(enabled: bool) -> Iterator[TransferProgress | None]:
         yield None
         return
     columns = (
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -219,7 +220,7 @@ def _problems_table(dataset: Dataset) -> Table:
 
 def _show_dataset(dataset: Dataset) -> None:
     console = _out()
-    console.print(f"[bold]{dataset.id}[/bold]  {dataset.name}  [{dataset.status.value}]")
+    console.print(f"{dataset.id}  {dataset.name}  [{dataset.status.value}]", style="bold")
     console.print(
         f"images: {dataset.num_images}  classes: {len(dataset.classes)}  "
         f"archive: {dataset.archive_format or '-'} {dataset.archive_bytes or 0} bytes  "
@@ -354,7 +355,7 @@ def _job_line(job: Job) -> str:
 
 def _show_job(job: Job) -> None:
     console = _out()
-    console.print(f"[bold]{_job_line(job)}[/bold]")
+    console.print(_job_line(job), style="bold")
     console.print(
         f"dataset: {job.dataset_id}  priority: {job.priority.value}  attempt: "
         f"{job.attempt}/{job.max_attempts}  phase: {job.phase or '-'}"
@@ -375,7 +376,7 @@ def _show_job(job: Job) -> None:
         shown = {k: v for k, v in report.items() if isinstance(v, int | float)}
         console.print("report: " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     if job.failure_reason:
-        console.print(f"[red]{job.failure_code}: {job.failure_reason}[/red]")
+        console.print(f"{job.failure_code}: {job.failure_reason}", style="red")
 
 
 def _outcome(job: Job) -> ExitCode:
@@ -391,7 +392,7 @@ def _follow(client: FoproClient, job_id: str, on_update: Callable[[JobUpdate], N
 def _watch_live(client: FoproClient, job_id: str) -> Job:
     """Follow a job with a progress bar and its events printed above it (stderr)."""
     console = _err()
-    columns = (TextColumn("{task.description}"), BarColumn(), TimeRemainingColumn())
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not console.is_terminal) as bar:
         task = bar.add_task(job_id, total=100.0)
 
@@ -410,7 +411,7 @@ def _watch_live(client: FoproClient, job_id: str) -> Job:
         job = _follow(client, job_id, show)
     _out().print(_job_line(job))
     if job.failure_reason:
-        _err().print(f"[red]{job.failure_code}: {job.failure_reason}[/red]")
+        _err().print(f"{job.failure_code}: {job.failure_reason}", style="red")
     return job
 
 

@@ -222,3 +222,31 @@ def test_login_with_a_wrong_key_saves_nothing(run: Callable[..., Any], tmp_path:
     )
     assert result.exit_code == ExitCode.AUTH
     assert not config_path({"XDG_CONFIG_HOME": str(tmp_path / "config")}).exists()
+
+
+def test_names_and_messages_print_as_they_are(run: Callable[..., Any]) -> None:
+    """Square brackets in a name are text, not terminal markup."""
+    named = dataset_json(name="scan [bold]2024[/bold]", status="ready")
+    result, _ = run(lambda r: httpx.Response(200, json=named), "datasets", "show", "ds_1")
+    assert result.exit_code == 0
+    assert "scan [bold]2024[/bold]  [ready]" in result.stdout
+
+
+def test_submit_watch_exits_by_how_the_job_ended(run: Callable[..., Any]) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(201, json=job_json())
+        if request.url.path.endswith("/stream"):
+            body = sse_message("end", {"status": "failed"})
+            return httpx.Response(200, content=body, headers={"Content-Type": "text/event-stream"})
+        return httpx.Response(
+            200, json=job_json(status="failed", failure_code="nan_loss", failure_reason="NaN loss.")
+        )
+
+    args = ["jobs", "submit", "--dataset", "ds_1", "--teacher", "t", "--student", "s", "--watch"]
+    result, _ = run(handler, *args)
+    assert result.exit_code == ExitCode.FAILED
+    assert "nan_loss: NaN loss." in result.stderr
+    result, _ = run(handler, *args, "--json")
+    assert result.exit_code == ExitCode.FAILED
+    assert json.loads(result.stdout)["status"] == "failed"
