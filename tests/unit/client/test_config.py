@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from fopro_client import FoproClient
 from fopro_client.config import (
     DEFAULT_URL,
     ConfigFileInvalid,
@@ -58,3 +59,12 @@ def test_a_broken_config_file_is_a_clear_error(tmp_path: Path, text: str) -> Non
     config_path(env).write_text(text)
     with pytest.raises(ConfigFileInvalid, match="fopro login"):
         resolve_connection(env)
+
+
+def test_a_client_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.setenv("FOPRO_URL", "http://hospital.test:8000/")
+    monkeypatch.setenv("FOPRO_API_KEY", "fpk_env")
+    with FoproClient.from_environment() as client:
+        assert client.base_url == "http://hospital.test:8000"
+        assert client._http.headers["Authorization"] == "Bearer fpk_env"
