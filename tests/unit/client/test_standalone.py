@@ -44,14 +44,19 @@ print(" ".join(names))
 """
 
 
-def test_every_client_module_imports_with_the_server_s_packages_blocked() -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", PROBE.format(forbidden=FORBIDDEN)],
+def run_probe(extra: str = "") -> subprocess.CompletedProcess[str]:
+    """The probe in a fresh interpreter that sees only the client folder (and site-packages)."""
+    return subprocess.run(
+        [sys.executable, "-c", PROBE.format(forbidden=FORBIDDEN) + extra],
         capture_output=True,
         text=True,
         env={"PYTHONPATH": str(CLIENT_DIR)},
         check=False,
     )
+
+
+def test_every_client_module_imports_with_the_server_s_packages_blocked() -> None:
+    result = run_probe()
     assert result.returncode == 0, result.stderr
     assert {"fopro_client.client", "fopro_client.cli", "fopro_client.models"} <= set(
         result.stdout.split()
@@ -59,10 +64,7 @@ def test_every_client_module_imports_with_the_server_s_packages_blocked() -> Non
 
 
 def test_the_blocking_finder_does_catch_a_forbidden_import() -> None:
-    probe = PROBE.format(forbidden=FORBIDDEN) + "\nimport fastapi\n"
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=False
-    )
+    result = run_probe("\nimport fastapi\n")
     assert result.returncode != 0
     assert "fopro_client imported fastapi" in result.stderr
 
