@@ -3,6 +3,7 @@ envelope, and ``login`` saving a checked key (server answers scripted with MockT
 
 from __future__ import annotations
 
+import hashlib
 import json
 import stat
 from collections.abc import Callable
@@ -250,3 +251,38 @@ def test_submit_watch_exits_by_how_the_job_ended(run: Callable[..., Any]) -> Non
     result, _ = run(handler, *args, "--json")
     assert result.exit_code == ExitCode.FAILED
     assert json.loads(result.stdout)["status"] == "failed"
+
+
+def test_progress_bars_draw_for_uploads_and_downloads(
+    run: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The bars a terminal gets (forced on here: the test runner is no terminal)."""
+    monkeypatch.setattr(cli, "_bars_wanted", lambda as_json: True)
+    archive = tmp_path / "derm.zip"
+    archive.write_bytes(b"PK" * 50_000)
+    payload = b"onnx" * 10_000
+    row = {
+        "name": "student.onnx",
+        "media_type": "application/octet-stream",
+        "bytes": len(payload),
+        "sha256": hashlib.sha256(payload).hexdigest(),
+        "created_at": "2026-12-01T10:00:00Z",
+        "url": "/v1/jobs/job_1/artifacts/student.onnx",
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            return httpx.Response(202, json=dataset_json())
+        if request.url.path == "/v1/jobs/job_1/artifacts":
+            return httpx.Response(200, json=[row])
+        if request.url.path.endswith("student.onnx"):
+            return httpx.Response(200, content=payload)
+        return httpx.Response(200, json=dataset_json(status="ready"))
+
+    uploaded, _ = run(handler, "datasets", "upload", str(archive))
+    assert uploaded.exit_code == 0, uploaded.output
+    assert "derm.zip" in uploaded.stderr
+    downloaded, _ = run(handler, "jobs", "download", "job_1", "--dir", str(tmp_path / "out"))
+    assert downloaded.exit_code == 0, downloaded.output
+    assert "student.onnx" in downloaded.stderr
+    assert (tmp_path / "out" / "student.onnx").read_bytes() == payload
