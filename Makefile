@@ -11,12 +11,13 @@ DEV_STAMP := $(VENV)/.installed-dev
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(RUN_STAMP): pyproject.toml | $(PY)
-	$(PIP) install -e '.[api,worker]'
+# The client (client/) is its own distribution; installed beside the service, `fopro` mounts its CLI.
+$(RUN_STAMP): pyproject.toml client/pyproject.toml | $(PY)
+	$(PIP) install -e '.[api,worker]' -e './client[cli]'
 	touch $@
 
-$(DEV_STAMP): pyproject.toml | $(PY)
-	$(PIP) install -e '.[api,worker,dev]'
+$(DEV_STAMP): pyproject.toml client/pyproject.toml | $(PY)
+	$(PIP) install -e '.[api,worker,dev]' -e './client[cli]'
 	touch $@ $(RUN_STAMP)
 
 ## run: create .venv, install, migrate, start the API and a worker (SQLite, local objects, no servers)

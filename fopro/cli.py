@@ -1,5 +1,6 @@
 """The root ``fopro`` command: run the service (serve, worker, up), migrate the schema, and mount
-``fopro admin`` from ``fopro.admin``."""
+``fopro admin`` from ``fopro.admin`` and the remote commands (datasets, jobs, teachers, predict,
+login) from ``fopro_client.cli``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ from fopro.admin import admin
 
 cli = typer.Typer(no_args_is_help=True, help="FoPro-KD Service: distillation as a service.")
 cli.add_typer(admin, name="admin")
+try:
+    from fopro_client.cli import app as client_commands
+except ModuleNotFoundError as exc:  # the API and worker images ship without `pip install ./client`
+    if exc.name != "fopro_client":
+        raise
+else:
+    cli.add_typer(client_commands)
 
 HostOpt = Annotated[str | None, typer.Option(help="Interface to bind (default FOPRO_API_HOST).")]
 PortOpt = Annotated[int | None, typer.Option(help="Port to bind (default FOPRO_API_PORT).")]
