@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck unit integration services bench-fashion clean
+.PHONY: run test lint typecheck unit integration services browser bench-fashion clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,9 @@ $(DEV_STAMP): pyproject.toml | $(PY)
 run: $(RUN_STAMP)
 	$(VENV)/bin/fopro up
 
-## test: install test tools, make sure Postgres and Redis answer, lint, type-check, run every test
-test: $(DEV_STAMP) services lint typecheck
+## test: install test tools and Chromium, make sure Postgres and Redis answer, lint, type-check,
+## run every test
+test: $(DEV_STAMP) services browser lint typecheck
 	$(VENV)/bin/pytest
 
 lint: $(DEV_STAMP)
@@ -42,6 +43,10 @@ integration: $(DEV_STAMP) services
 
 services:
 	scripts/ensure-services.sh
+
+## browser: Debian's Chromium for the dashboard's browser tests (tests/browser)
+browser:
+	scripts/ensure-browser.sh
 
 ## bench-fashion: every method on Fashion-MNIST-LT, 3 seeds (needs dataset-fashion-mnist)
 bench-fashion: $(DEV_STAMP)
