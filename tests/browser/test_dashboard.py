@@ -112,6 +112,15 @@ def test_sign_in_refuses_a_bad_key_and_opens_the_jobs_page(
     assert live.admin_key not in cookie["value"]
     dashboard.screenshot("jobs")
 
+    dashboard.goto("/teachers")
+    teachers = live.api("GET", "/teachers")
+    zoo = dashboard.page.locator("#zoo tbody tr")
+    assert zoo.count() == len(teachers["zoo"])
+    missing = next(t for t in teachers["zoo"] if not t["weights_available"])
+    row = dashboard.page.locator(f"#zoo tr[data-teacher='{missing['name']}']")
+    _expect()(row).to_contain_text(missing["expected_paths"][0])  # where to put the weights
+    dashboard.screenshot("teachers")
+
     with dashboard.page.expect_navigation():
         dashboard.page.click("form[action='/sign-out'] button")
     dashboard.goto("/jobs")

@@ -336,3 +336,33 @@ def test_another_teams_job_is_not_found(client: TestClient, team: Team) -> None:
     sign_in(client, stranger)
     assert client.get(f"/jobs/{team.job_id}", headers=HTML).status_code == 404
     assert client.get(f"/jobs/{team.job_id}/metrics", headers=JSON).status_code == 404
+
+
+def test_the_jobs_list_is_paginated_and_filtered_by_status(client: TestClient, team: Team) -> None:
+    with get_sessionmaker()() as session:
+        for number in range(24):
+            status = JobStatus.failed if number % 3 == 0 else JobStatus.succeeded
+            session.add(
+                Job(
+                    team_id=team.id,
+                    dataset_id=team.dataset_id,
+                    teacher="resnet18",
+                    student="resnet18",
+                    method="bsm",
+                    params={},
+                    status=status.value,
+                )
+            )
+        session.commit()
+    sign_in(client, team.admin)
+    rows = re.compile(r'<tr data-job-id="(job_[0-9a-f]+)" data-status="(\w+)">')
+    first, second = client.get("/jobs").text, client.get("/jobs/table?page=2").text
+    assert len(rows.findall(first)) == 20
+    assert len(rows.findall(second)) == 5
+    assert not set(rows.findall(first)) & set(rows.findall(second))
+    assert "page 1 of 2 (25 jobs)" in first
+    assert 'href="/jobs?page=2"' in first
+    failed = rows.findall(client.get("/jobs?status=failed").text)
+    assert len(failed) == 8
+    assert {status for _, status in failed} == {"failed"}
+    assert client.get("/jobs?status=bogus", headers=HTML).status_code == 422
