@@ -7,36 +7,36 @@ sends it with XMLHttpRequest to show upload progress, the CSRF token in a header
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, RedirectResponse
+from sqlalchemy.orm import Session
 
 from app.core.events import EventWindow
 from app.dashboard.auth import CsrfCheckedDep, CsrfCheckedUploadDep, SignedIn, SignedInDep
-from app.dashboard.pages import DashboardRoute, page
+from app.dashboard.pages import DashboardRoute, PageNumber, list_window, page, page_count
 from app.datasets import router as datasets_api
 from app.datasets.models import DatasetStatus
 from app.deps import SessionDep, SettingsDep, StoreDep
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
-PAGE_SIZE = 20
 EVENTS_SHOWN = 200
 # Statuses that change on their own, so the page keeps asking.
 CHANGING = (DatasetStatus.uploading, DatasetStatus.validating, DatasetStatus.deleting)
-PageNumber = Annotated[int, Query(ge=1, alias="page")]
 
 
-def _datasets_table(session: SessionDep, user: SignedIn, page_number: int) -> dict[str, Any]:
+def _datasets_table(session: Session, user: SignedIn, page_number: int) -> dict[str, Any]:
+    limit, offset = list_window(page_number)
     listing = datasets_api.list_datasets(
-        user.principal, session, status=None, limit=PAGE_SIZE, offset=(page_number - 1) * PAGE_SIZE
+        user.principal, session, status=None, limit=limit, offset=offset
     )
     return {
         "datasets": listing.items,
         "total": listing.total,
         "page_number": page_number,
-        "pages": max(1, -(-listing.total // PAGE_SIZE)),
+        "pages": page_count(listing.total),
         "changing": any(d.status in CHANGING for d in listing.items),
     }
 

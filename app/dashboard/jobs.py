@@ -13,12 +13,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from app.core.errors import InvalidInput, NotFound, ServiceError
 from app.core.events import EventOut, EventWindow
 from app.dashboard import views
 from app.dashboard.auth import CsrfCheckedDep, SignedIn, SignedInDep
-from app.dashboard.pages import DashboardRoute, page
+from app.dashboard.pages import DashboardRoute, PageNumber, list_window, page, page_count
 from app.datasets import router as datasets_api
 from app.datasets.models import DatasetStatus
 from app.deps import SessionDep, SettingsDep, StoreDep
@@ -33,7 +34,6 @@ from foprokd.hyperparams import DEFAULT_METHOD
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
-PAGE_SIZE = 20
 EVENTS_SHOWN = 200
 STATUS_FILTERS = [None, *JobStatus]
 
@@ -49,28 +49,23 @@ def _status_filter(value: str) -> JobStatus | None:
         ) from None
 
 
-def _jobs_table(
-    session: SessionDep, user: SignedIn, status: str, page_number: int
-) -> dict[str, Any]:
+def _jobs_table(session: Session, user: SignedIn, status: str, page_number: int) -> dict[str, Any]:
+    limit, offset = list_window(page_number)
     listing = jobs_api.list_jobs(
         user.principal,
         session,
         status=_status_filter(status),
         dataset_id=None,
-        limit=PAGE_SIZE,
-        offset=(page_number - 1) * PAGE_SIZE,
+        limit=limit,
+        offset=offset,
     )
-    pages = max(1, -(-listing.total // PAGE_SIZE))
     return {
         "jobs": [(job, views.progress_view(job)) for job in listing.items],
         "total": listing.total,
         "status": status,
         "page_number": page_number,
-        "pages": pages,
+        "pages": page_count(listing.total),
     }
-
-
-PageNumber = Annotated[int, Query(ge=1, alias="page")]
 
 
 @router.get("/jobs")
@@ -207,7 +202,7 @@ async def submit_job(
     return RedirectResponse(f"/jobs/{job.id}", status_code=303)
 
 
-def _recent_events(session: SessionDep, user: SignedIn, job_id: str) -> tuple[list[EventOut], int]:
+def _recent_events(session: Session, user: SignedIn, job_id: str) -> tuple[list[EventOut], int]:
     """The job's last ``EVENTS_SHOWN`` events, oldest first, and how many there are."""
     total = jobs_api.list_job_events(job_id, user.principal, session, EventWindow(limit=1)).total
     window = EventWindow(limit=EVENTS_SHOWN, offset=max(0, total - EVENTS_SHOWN))

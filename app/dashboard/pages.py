@@ -12,10 +12,10 @@ import math
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Request, Response
+from fastapi import Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
 from fastapi.routing import APIRoute
@@ -30,6 +30,9 @@ TEMPLATES_DIR = PACKAGE_DIR / "templates"
 STATIC_DIR = PACKAGE_DIR / "static"
 STATIC_URL = "/static"
 SIGN_IN_PATH = "/sign-in"
+PAGE_SIZE = 20  # rows per page of a list
+
+PageNumber = Annotated[int, Query(ge=1, alias="page")]
 
 # Scripts and styles only from this server (vendored libraries included): an injected tag or
 # attribute cannot run, and no other site may frame the pages' buttons.
@@ -112,6 +115,16 @@ def page(
         status_code=status_code,
         headers={"Cache-Control": "no-store"},
     )
+
+
+def list_window(page_number: int) -> tuple[int, int]:
+    """``(limit, offset)`` of page ``page_number`` (from 1) of a list."""
+    return PAGE_SIZE, (page_number - 1) * PAGE_SIZE
+
+
+def page_count(total: int) -> int:
+    """Pages a list of ``total`` rows takes (at least one, even when empty)."""
+    return max(1, -(-total // PAGE_SIZE))
 
 
 def sign_in_url(next_path: str) -> str:
