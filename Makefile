@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck unit integration services tools bench-fashion clean
+.PHONY: run test lint typecheck unit integration services tools browser bench-fashion clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,9 @@ $(DEV_STAMP): pyproject.toml client/pyproject.toml | $(PY)
 run: $(RUN_STAMP)
 	$(VENV)/bin/fopro up
 
-## test: install test tools, make sure Postgres and Redis answer, lint, type-check, run every test
-test: $(DEV_STAMP) services tools lint typecheck
+## test: install test tools and Chromium, make sure Postgres and Redis answer, lint, type-check,
+## run every test
+test: $(DEV_STAMP) services tools browser lint typecheck
 	$(VENV)/bin/pytest
 
 lint: $(DEV_STAMP)
@@ -47,6 +48,10 @@ services:
 # tools: the archive writers (zip, 7-Zip, bsdtar) the dataset tests pack uploads with
 tools:
 	scripts/ensure-tools.sh
+
+## browser: Debian's Chromium for the dashboard's browser tests (tests/browser)
+browser:
+	scripts/ensure-browser.sh
 
 ## bench-fashion: every method on Fashion-MNIST-LT, 3 seeds (needs dataset-fashion-mnist)
 bench-fashion: $(DEV_STAMP)

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import ServiceError
 from app.core.request_id import REQUEST_ID_HEADER, current_request_id, install_request_ids
+from app.dashboard.router import install_dashboard
 from app.datasets.router import router as datasets_router
 from app.health import router as health_router
 from app.jobs.router import router as jobs_router
@@ -85,6 +86,7 @@ def create_app() -> FastAPI:
     app.include_router(students_router, prefix="/v1")
     app.include_router(jobs_router, prefix="/v1")
     app.include_router(download_links_router)  # signed links: the token is the credential
+    install_dashboard(app)
     return app
 
 
