@@ -158,6 +158,7 @@ def _zoo_choice(entry: ModelSpec, weights_dir: Path, *, require_weights: bool) -
         raise TeacherWeightsMissing(
             f"Teacher weights for {entry.name!r} are not installed. Put a timm state dict at "
             f"{expected[0]} (or {', '.join(str(p) for p in expected[1:])}), e.g. with "
+            f"`fopro admin weights pull {entry.name}` (online) or "
             f"`fopro admin weights add {entry.name} FILE`, then submit again.",
             details={"teacher": entry.name, "expected_paths": [str(p) for p in expected]},
         )
