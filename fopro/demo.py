@@ -29,6 +29,7 @@ from typing import Annotated, Any
 import typer
 
 MARKER = ".fopro-demo"
+DEMO_PORT = 8001
 DATASET_NAME = "derm-demo"
 TEAM_NAME = "demo"
 PRETEXT_ARCH = "resnet18"
@@ -61,9 +62,12 @@ def demo(
     ] = False,
     host: Annotated[str, typer.Option(help="Interface the API binds.")] = "127.0.0.1",
     port: Annotated[
-        int | None, typer.Option(help="API port (default 8000, or a free one if taken).")
+        int | None,
+        typer.Option(
+            help=f"API port (default {DEMO_PORT}, next to `make run`'s; a free one if taken)."
+        ),
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs of the job.")] = 6,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs of the job.")] = 10,
     image_size: Annotated[int, typer.Option(min=32, help="Training resolution (pixels).")] = 32,
     student: Annotated[str, typer.Option(help="Student architecture (zoo).")] = "resnet18",
     pretrain_seconds: Annotated[
@@ -133,8 +137,8 @@ def _choose_port(host: str, port: int | None) -> int:
         return port
     with socket.socket() as probe:
         try:
-            probe.bind((host, 8000))
-            return 8000
+            probe.bind((host, DEMO_PORT))
+            return DEMO_PORT
         except OSError:
             probe.bind((host, 0))
             return int(probe.getsockname()[1])
