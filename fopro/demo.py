@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
 import shutil
 import signal
 import socket
@@ -117,17 +118,19 @@ def _raise_keyboard_interrupt(_signum: int, _frame: object) -> None:
 
 
 def _prepare_data_dir(data_dir: Path, *, force: bool) -> None:
-    """Empty a previous demo's folder, refuse another non-empty one unless ``force``."""
+    """Empty a previous demo's folder; refuse another non-empty one unless ``force`` (then it
+    is used as it is: nothing deleted, and not marked as the demo's)."""
     if data_dir.exists() and not data_dir.is_dir():
         raise DemoFailed(f"{data_dir} is not a folder.")
     if data_dir.is_dir() and any(data_dir.iterdir()):
-        if (data_dir / MARKER).is_file():
-            shutil.rmtree(data_dir)
-        elif not force:
-            raise DemoFailed(
-                f"{data_dir} is not empty and not a previous demo's; pick a fresh --data-dir "
-                "or pass --force to use it as it is."
-            )
+        if not (data_dir / MARKER).is_file():
+            if not force:
+                raise DemoFailed(
+                    f"{data_dir} is not empty and not a previous demo's; pick a fresh "
+                    "--data-dir or pass --force to use it as it is."
+                )
+            return  # used as it is, and never marked: no later demo may empty it
+        shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / MARKER).write_text("created by `fopro demo`; the next demo here empties it\n")
 
@@ -153,6 +156,7 @@ class DemoRun:
         self.service: Any = None
         self.client: Any = None
         self.key = ""
+        self.team_name = TEAM_NAME
         self.job_id: str | None = None
 
     # --- the service --------------------------------------------------------------------
@@ -218,17 +222,22 @@ class DemoRun:
         self._summary(job, teacher, student_dir)
 
     def _create_team_and_key(self) -> str:
+        from sqlalchemy import select
+
         from app.core.config import get_settings
         from app.core.db import session_scope
-        from app.teams.models import Role
+        from app.teams.models import Role, Team
         from app.teams.service import create_api_key, create_team
 
         with session_scope() as session:
-            team = create_team(session, TEAM_NAME)
+            taken = session.scalar(select(Team).where(Team.name == TEAM_NAME)) is not None
+            # A --force'd data dir may hold an earlier team of that name: never reuse it.
+            self.team_name = f"{TEAM_NAME}-{secrets.token_hex(3)}" if taken else TEAM_NAME
+            team = create_team(session, self.team_name)
             _, key = create_api_key(
                 session, team, Role.admin, get_settings().secret_key, "fopro demo"
             )
-        typer.echo(f"team {TEAM_NAME!r} with an admin key")
+        typer.echo(f"team {self.team_name!r} with an admin key")
         return key
 
     def _write_sample(self) -> tuple[Path, list[Any]]:
@@ -421,7 +430,7 @@ class DemoRun:
             f"  model card: {student_dir / 'model_card.md'}",
             "",
             f"Dashboard: {self.service.url}/  (sign in with the key below)",
-            f"API key (team {TEAM_NAME}, admin): {self.key}",
+            f"API key (team {self.team_name}, admin): {self.key}",
             f'  e.g. curl -H "Authorization: Bearer {self.key}" {self.service.url}/v1/jobs',
         ]
         typer.echo("\n".join(lines))
