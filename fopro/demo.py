@@ -89,6 +89,7 @@ def demo(
         raise typer.Exit(1) from exc
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     run = DemoRun(data_dir, host, _choose_port(host, port))
+    finished = False
     try:
         run.start_service()
         run.go(
@@ -97,11 +98,15 @@ def demo(
             student=student,
             pretrain_seconds=pretrain_seconds,
         )
+        finished = True
         if keep_running:
             typer.echo("The service keeps running; Ctrl-C stops it.")
             while run.service_alive():
                 time.sleep(POLL_S)
     except KeyboardInterrupt:
+        if finished:  # the way to end --keep-running
+            run.stop()
+            return
         typer.echo("\ninterrupted: stopping the demo", err=True)
         run.cancel_job()
         run.stop()
