@@ -6,17 +6,18 @@ PIP := $(PY) -m pip
 RUN_STAMP := $(VENV)/.installed-run
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck unit integration services bench-fashion clean
+.PHONY: run test lint typecheck unit integration services tools bench-fashion clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(RUN_STAMP): pyproject.toml | $(PY)
-	$(PIP) install -e '.[api,worker]'
+# The client (client/) is its own distribution; installed beside the service, `fopro` mounts its CLI.
+$(RUN_STAMP): pyproject.toml client/pyproject.toml | $(PY)
+	$(PIP) install -e '.[api,worker]' -e './client[cli]'
 	touch $@
 
-$(DEV_STAMP): pyproject.toml | $(PY)
-	$(PIP) install -e '.[api,worker,dev]'
+$(DEV_STAMP): pyproject.toml client/pyproject.toml | $(PY)
+	$(PIP) install -e '.[api,worker,dev]' -e './client[cli]'
 	touch $@ $(RUN_STAMP)
 
 ## run: create .venv, install, migrate, start the API and a worker (SQLite, local objects, no servers)
@@ -24,7 +25,7 @@ run: $(RUN_STAMP)
 	$(VENV)/bin/fopro up
 
 ## test: install test tools, make sure Postgres and Redis answer, lint, type-check, run every test
-test: $(DEV_STAMP) services lint typecheck
+test: $(DEV_STAMP) services tools lint typecheck
 	$(VENV)/bin/pytest
 
 lint: $(DEV_STAMP)
@@ -34,7 +35,7 @@ lint: $(DEV_STAMP)
 typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(DEV_STAMP)
+unit: $(DEV_STAMP) tools
 	$(VENV)/bin/pytest tests/unit
 
 integration: $(DEV_STAMP) services
@@ -42,6 +43,10 @@ integration: $(DEV_STAMP) services
 
 services:
 	scripts/ensure-services.sh
+
+# tools: the archive writers (zip, 7-Zip, bsdtar) the dataset tests pack uploads with
+tools:
+	scripts/ensure-tools.sh
 
 ## bench-fashion: every method on Fashion-MNIST-LT, 3 seeds (needs dataset-fashion-mnist)
 bench-fashion: $(DEV_STAMP)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import uuid
-from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import ServiceError
+from app.core.request_id import REQUEST_ID_HEADER, current_request_id, install_request_ids
 from app.datasets.router import router as datasets_router
 from app.health import router as health_router
 from app.jobs.router import router as jobs_router
@@ -22,26 +21,24 @@ from app.teams.router import router as teams_router
 
 log = logging.getLogger("fopro.api")
 
-REQUEST_ID_HEADER = "X-Request-ID"
-
 
 def _error(
-    status: int, code: str, message: str, request: Request, details: object = None
+    status: int,
+    code: str,
+    message: str,
+    details: object = None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     body: dict[str, object] = {"code": code, "message": message}
     if details is not None:
         body["details"] = details
-    return JSONResponse(
-        {"error": body},
-        status_code=status,
-        headers={REQUEST_ID_HEADER: getattr(request.state, "request_id", "")},
-    )
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return _error(exc.status_code, exc.code, exc.message, request, exc.details)
+        return _error(exc.status_code, exc.code, exc.message, exc.details)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -50,19 +47,25 @@ def _install_error_handlers(app: FastAPI) -> None:
             for err in exc.errors()
         ]
         summary = "; ".join(f"{p['field']}: {p['problem']}" for p in problems[:5])
-        return _error(422, "invalid_input", f"Invalid request: {summary}", request, problems)
+        return _error(422, "invalid_input", f"Invalid request: {summary}", problems)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail), request)
+        return _error(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        rid = getattr(request.state, "request_id", "")
-        log.exception("unhandled error (request %s)", rid)
+        # The traceback goes to the log only: exception text can hold SQL, paths or secrets.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        rid = current_request_id() or ""
         return _error(
-            500, "internal", f"Internal error; quote request id {rid} to support.", request
+            500,
+            "internal_error",
+            f"Internal error; quote request id {rid} to support.",
+            {"request_id": rid},
+            # Sent from outside the request-id middleware, so the header is added here.
+            headers={REQUEST_ID_HEADER: rid},
         )
 
 
@@ -73,16 +76,7 @@ def create_app() -> FastAPI:
         description="Distil compact students from frozen teachers on small long-tailed image sets.",
     )
 
-    @app.middleware("http")
-    async def request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        rid = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-        request.state.request_id = rid[:128]
-        response = await call_next(request)
-        response.headers[REQUEST_ID_HEADER] = request.state.request_id
-        return response
-
+    install_request_ids(app)
     _install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(teams_router, prefix="/v1")

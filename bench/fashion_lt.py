@@ -113,6 +113,9 @@ class BenchSettings:
     teacher_recipe: str = "cosine"
     test_images: int | None = None  # None = the full 10k test set
     distill_weight: float = TrainConfig().distill_weight  # λ of the EKD cosine term
+    # The students' CPU precision: fp32 (the engine's default) or, with ``--cpu-bf16``, bf16
+    # autocast + channels_last, to check the two agree on accuracy.
+    cpu_bf16: bool = False
 
 
 QUICK = BenchSettings(
@@ -463,6 +466,7 @@ def run_method(
         seed=seed,
         device=device,
         distill_weight=settings.distill_weight,
+        cpu_bf16=settings.cpu_bf16,
     )
     start = time.perf_counter()
     outcome = run_distillation(
@@ -536,6 +540,9 @@ def protocol_parser(doc: str | None, out: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--teacher-recipe", choices=("engine", "cosine"), help="override how the teacher trains"
     )
+    parser.add_argument(
+        "--cpu-bf16", action="store_true", help="students in bf16 autocast + channels_last on CPU"
+    )
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument(
         "--cache-dir",
@@ -564,6 +571,7 @@ def protocol_settings(args: argparse.Namespace) -> BenchSettings:
         "teacher_epochs": args.teacher_epochs,
         "distill_weight": args.distill_weight,
         "teacher_recipe": args.teacher_recipe,
+        "cpu_bf16": True if args.cpu_bf16 else None,
     }
     return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 

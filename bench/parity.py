@@ -24,6 +24,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -209,6 +210,8 @@ def service_student(
                     "image_size": settings.image_size,
                     "seed": seed,
                     "allow_random_weights": True,
+                    # The service's default precision (fp32 on CPU) unless --cpu-bf16.
+                    **({"cpu_bf16": True} if settings.cpu_bf16 else {}),
                 },
             },
         ).raise_for_status()
@@ -299,6 +302,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = protocol_parser(__doc__, "bench/results/parity.json")
     parser.add_argument("--resume", action="store_true", help="keep the seeds already in --out")
     args = parser.parse_args(argv)
+    # A SIGTERM unwinds like Ctrl-C, so the embedded service and its workers are stopped too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     settings = protocol_settings(args)
     if args.threads is not None:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the service's training child

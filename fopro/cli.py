@@ -1,5 +1,6 @@
 """The root ``fopro`` command: run the service (serve, worker, up), migrate the schema, and mount
-``fopro admin`` from ``fopro.admin``."""
+``fopro admin`` from ``fopro.admin`` and the remote commands (datasets, jobs, teachers, predict,
+login) from ``fopro_client.cli``."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ from fopro.local_service import LocalService
 cli = typer.Typer(no_args_is_help=True, help="FoPro-KD Service: distillation as a service.")
 cli.add_typer(admin, name="admin")
 cli.command()(demo)
+try:
+    from fopro_client.cli import app as client_commands
+except ModuleNotFoundError as exc:  # the API and worker images ship without `pip install ./client`
+    if exc.name != "fopro_client":
+        raise
+else:
+    cli.add_typer(client_commands)
 
 HostOpt = Annotated[str | None, typer.Option(help="Interface to bind (default FOPRO_API_HOST).")]
 PortOpt = Annotated[int | None, typer.Option(help="Port to bind (default FOPRO_API_PORT).")]
@@ -39,6 +47,8 @@ def serve(host: HostOpt = None, port: PortOpt = None, workers: int = 1) -> None:
     """Run the HTTP API (uvicorn)."""
     import uvicorn
 
+    from app.core.logging_config import api_log_config
+
     settings = get_settings()
     uvicorn.run(
         "app.main:app",
@@ -47,6 +57,7 @@ def serve(host: HostOpt = None, port: PortOpt = None, workers: int = 1) -> None:
         workers=workers,
         proxy_headers=True,
         log_level="info",
+        log_config=api_log_config(),
     )
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from foprokd.data import LabelledImages, index_batches, to_unit_float
 from foprokd.hyperparams import TrainConfig
 from foprokd.metrics import balanced_accuracy, classification_report, confusion_matrix, macro_f1
-from foprokd.runtime import resolve_device
+from foprokd.runtime import precision_for, resolve_device
 from foprokd.student import Student
 
 
@@ -65,14 +65,14 @@ def validation_scores(
     student: Student, images: LabelledImages, *, config: TrainConfig, device: torch.device
 ) -> tuple[float, float, float]:
     """(mean CE of raw fc logits, balanced accuracy, macro-F1) on ``images``."""
-    cuda = device.type == "cuda"
+    precision = precision_for(config, device)
     logits = batch_logits(
         student.classifier(),
         images,
         batch_size=config.eval_batch_size,
         device=device,
-        autocast=cuda and config.amp,
-        channels_last=cuda and config.channels_last,
+        autocast=precision.autocast,
+        channels_last=precision.channels_last,
     )
     loss = float(nn.functional.cross_entropy(logits, images.labels).item())
     cm = confusion_matrix(images.labels.numpy(), logits.argmax(dim=1).numpy(), len(images.classes))

@@ -16,6 +16,7 @@ from foprokd.distillers import Distiller, train_step
 from foprokd.errors import NonFiniteLoss
 from foprokd.evaluation import batch_logits
 from foprokd.hyperparams import TrainConfig
+from foprokd.runtime import precision_for
 from foprokd.student import Student
 
 
@@ -47,11 +48,12 @@ def train_probe(
 ) -> Callable[[int], None]:
     """One real training step (FPG step included) on the first ``n`` training images."""
     cuda = device.type == "cuda"
+    precision = precision_for(config, device)
 
     def step(n: int) -> None:
         index = torch.arange(min(n, len(train_set)))
         x01 = to_unit_float(train_set.images[index].to(device))
-        if cuda and config.channels_last:
+        if precision.channels_last:
             x01 = x01.contiguous(memory_format=torch.channels_last)
         # A non-finite loss still means the forward pass fit; the loss is not what is probed.
         with contextlib.suppress(NonFiniteLoss):
@@ -63,7 +65,7 @@ def train_probe(
                 epoch=epoch,
                 global_step=0,
                 grad_clip_norm=config.grad_clip_norm,
-                autocast=cuda and config.amp,
+                autocast=precision.autocast,
             )
         if cuda:
             torch.cuda.synchronize(device)
@@ -75,6 +77,7 @@ def eval_probe(
     student: Student, val_set: LabelledImages, *, config: TrainConfig, device: torch.device
 ) -> Callable[[int], None]:
     """The validation forward pass at batch size ``n`` on the first ``2n`` validation images."""
+    precision = precision_for(config, device)
 
     def forward(n: int) -> None:
         count = min(2 * n, len(val_set))
@@ -84,8 +87,8 @@ def eval_probe(
             subset,
             batch_size=n,
             device=device,
-            autocast=device.type == "cuda" and config.amp,
-            channels_last=device.type == "cuda" and config.channels_last,
+            autocast=precision.autocast,
+            channels_last=precision.channels_last,
         )
 
     return forward

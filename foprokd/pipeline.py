@@ -175,9 +175,6 @@ class PipelineCallbacks(TrainCallbacks):
     def on_decode(self, done: int, total: int) -> None:
         """As images are decoded into the cache (once with total when it is reused)."""
 
-    def on_warning(self, message: str) -> None:
-        """Something a person should know about the run (random weights, no test split)."""
-
 
 @dataclass
 class DistillationOutcome:

@@ -7,6 +7,7 @@ accuracy is kept), atomic checkpoints and resume; each method is a distiller
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import gc
 import time
@@ -31,7 +32,7 @@ from foprokd.evaluation import validation_scores
 from foprokd.hyperparams import TEACHER_METHODS, TrainConfig
 from foprokd.losses import log_class_prior
 from foprokd.oom import eval_probe, largest_fitting_halving, train_probe
-from foprokd.runtime import resolve_device, seed_everything
+from foprokd.runtime import Precision, precision_for, resolve_device, seed_everything
 from foprokd.student import Student
 from foprokd.zoo import FrozenTeacher
 
@@ -88,6 +89,10 @@ class TrainCallbacks:
     def on_checkpoint(self, path: Path, epoch: int) -> None:
         """After the checkpoint of ``epoch`` (counted from 1) is complete on disk at ``path``."""
 
+    def on_warning(self, message: str) -> None:
+        """Something a person should know about the run (random weights, no test split,
+        a precision fallback)."""
+
 
 @dataclass
 class TrainResult:
@@ -104,6 +109,48 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {
         name: value.detach().to("cpu", copy=True) for name, value in module.state_dict().items()
     }
+
+
+def bf16_gradients_agree(
+    student: Student, train_set: LabelledImages, batch_size: int, *, max_error: float = 4.0
+) -> bool:
+    """Whether one bf16-autocast backward pass on the CPU gives the student's fp32 gradients.
+
+    Some oneDNN bf16 kernels return garbage (values near 1e30, or inf) for convolutions on tiny
+    feature maps, e.g. a strided 3x3 on a 1x1 input; fp32 is unaffected. Checked on a copy of
+    the student (no BatchNorm statistics or RNG state change) with the first un-augmented batch:
+    every parameter's bf16 gradient must be finite and its error at most ``max_error`` times
+    the fp32 gradient's norm. Rounding errors seen stay under 0.5; the faulty kernels are off
+    by factors near 1e30.
+    """
+    probe = copy.deepcopy(student).train()
+    # A few images are enough to exercise every layer's kernels at this image size.
+    index = torch.arange(min(max(min(batch_size, 8), 2), len(train_set)))
+    x01 = to_unit_float(train_set.images[index])
+    labels = train_set.labels[index]
+    gradients = []
+    for autocast in (False, True):
+        probe.zero_grad(set_to_none=True)
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                out = probe(x01)
+                logits, proj = out.logits.float(), out.proj.float()
+                loss = nn.functional.cross_entropy(logits, labels) + proj.pow(2).mean()
+            loss.backward()
+        except torch.OutOfMemoryError:
+            return True  # not checkable here; training's own OOM handling reports the limit
+        gradients.append([p.grad for p in probe.parameters()])
+    pairs = [(e, r) for e, r in zip(*gradients, strict=True) if e is not None and r is not None]
+    if not all(bool(torch.isfinite(r).all()) for _, r in pairs):
+        return False
+    total = float(torch.sqrt(sum((e.double() ** 2).sum() for e, _ in pairs)))
+    for exact, rounded in pairs:
+        # A parameter whose exact gradient is ~0 (a bias before BatchNorm) may show only
+        # rounding noise, hence the model-wide floor.
+        error = float((rounded.double() - exact.double()).norm())
+        if error > max_error * float(exact.double().norm()) + 1e-3 * total:
+            return False
+    return True
 
 
 def _check_inputs(
@@ -209,14 +256,24 @@ def train(
     callbacks = callbacks or TrainCallbacks()
     _check_inputs(config, train_set, val_set, student, teacher)
     device = resolve_device(config.device)
-    cuda = device.type == "cuda"
     if resume_from is None:
         seed_everything(config.seed)
     shuffle = torch.Generator().manual_seed(config.seed)
 
     distiller = build_distiller(config, student, teacher, log_class_prior(train_set.class_counts()))
     distiller.to(device)
-    channels_last = cuda and config.channels_last
+    precision = precision_for(config, device)
+    if (
+        precision.autocast
+        and device.type == "cpu"
+        and not bf16_gradients_agree(student, train_set, config.batch_size)
+    ):
+        precision = Precision(autocast=False, channels_last=False)
+        callbacks.on_warning(
+            "bf16 autocast gave gradients unlike fp32 for this model and image size on this "
+            "CPU (a oneDNN kernel fault); training in fp32 instead."
+        )
+    channels_last = precision.channels_last
     if channels_last:
         distiller.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(
@@ -264,7 +321,7 @@ def train(
                     epoch=epoch,
                     global_step=run.global_step + 1,
                     grad_clip_norm=config.grad_clip_norm,
-                    autocast=cuda and config.amp,
+                    autocast=precision.autocast,
                 )
                 run.global_step += 1
                 steps_this_run += 1

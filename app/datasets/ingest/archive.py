@@ -45,6 +45,7 @@ class EntryKind(StrEnum):
     hardlink = "hardlink"
     device = "device"
     fifo = "fifo"
+    socket = "socket"
     other = "other"
 
 
@@ -115,11 +116,12 @@ def sniff_format(head: bytes) -> ArchiveFormat | None:
     return None
 
 
-def unsafe_name_reason(name: str) -> tuple[str, str] | None:
+def unsafe_name_reason(name: str, *, directory: bool = False) -> tuple[str, str] | None:
     """Why an entry name must not be used, as ``(kind, explanation)``, or None when it is safe.
 
     ``kind`` is ``absolute_path``, ``path_traversal`` or ``unsafe_name`` (control characters,
-    bytes that are not UTF-8, an empty path).
+    bytes that are not UTF-8, an empty path). A ``directory`` may name the archive's root (``.``,
+    ``./``): ``tar -czf x.tar.gz .`` and ``bsdtar`` store one first.
     """
     if any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
         return "unsafe_name", "the name contains control characters"
@@ -129,7 +131,7 @@ def unsafe_name_reason(name: str) -> tuple[str, str] | None:
         return "absolute_path", "absolute paths are not allowed; use paths relative to the root"
     if ".." in name.replace("\\", "/").split("/"):
         return "path_traversal", "'..' would point outside the dataset"
-    if not clean_entry_path(name):
+    if not clean_entry_path(name) and not (directory and name):
         return "unsafe_name", "the name is empty"
     return None
 
@@ -318,22 +320,30 @@ def _zip_entry(info: zipfile.ZipInfo) -> ArchiveEntry:
 
 
 def _zip_kind(info: zipfile.ZipInfo) -> EntryKind:
-    if info.is_dir():
+    """The kind an entry's Unix mode (high 16 bits of ``external_attr``) gives it.
+
+    Only the file-type bits decide, whatever system wrote the zip: permission bits alone
+    (``writestr`` stores ``0o600``) and MS-DOS attributes (no mode at all) are a regular file;
+    a link, device, FIFO or socket type is named so that validation refuses it.
+    """
+    file_type = stat.S_IFMT(info.external_attr >> 16)
+    if info.is_dir() or file_type == stat.S_IFDIR:
         return EntryKind.directory
-    mode = info.external_attr >> 16
-    if info.create_system != 3 or mode == 0:
-        return EntryKind.file  # DOS/Windows attributes carry no file type
-    if stat.S_ISLNK(mode):
-        return EntryKind.symlink
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return EntryKind.device
-    if stat.S_ISFIFO(mode):
-        return EntryKind.fifo
-    if stat.S_ISDIR(mode):
-        return EntryKind.directory
-    if stat.S_ISREG(mode):
-        return EntryKind.file
-    return EntryKind.other
+    if file_type == 0:
+        dos_directory = info.external_attr & _MSDOS_DIRECTORY
+        return EntryKind.directory if dos_directory else EntryKind.file
+    return _UNIX_FILE_TYPES.get(file_type, EntryKind.other)
+
+
+_MSDOS_DIRECTORY = 0x10
+_UNIX_FILE_TYPES = {
+    stat.S_IFREG: EntryKind.file,
+    stat.S_IFLNK: EntryKind.symlink,
+    stat.S_IFCHR: EntryKind.device,
+    stat.S_IFBLK: EntryKind.device,
+    stat.S_IFIFO: EntryKind.fifo,
+    stat.S_IFSOCK: EntryKind.socket,
+}
 
 
 class _HeaderGuard(io.RawIOBase):
@@ -415,7 +425,9 @@ class _TarReader(ArchiveReader):
 
 
 def _tar_kind(info: tarfile.TarInfo) -> EntryKind:
-    if info.isreg():
+    # POSIX reads a typeflag it does not know as a regular file, and so does tarfile (its data
+    # follows the header); as a file its size also counts against the limits.
+    if info.isreg() or info.type not in tarfile.SUPPORTED_TYPES:
         return EntryKind.file
     if info.isdir():
         return EntryKind.directory

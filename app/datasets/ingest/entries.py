@@ -274,7 +274,7 @@ def _scan_entry(
     if not scan.budget.charge(entry, limits, log):
         scan.fatal = True
         return
-    unsafe = unsafe_name_reason(entry.name)
+    unsafe = unsafe_name_reason(entry.name, directory=entry.kind is EntryKind.directory)
     if unsafe is not None:
         log.error(display_name(entry.name), ProblemCode(unsafe[0]), unsafe[1])
         return

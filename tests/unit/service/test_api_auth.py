@@ -192,7 +192,7 @@ def test_unexpected_errors_answer_500_without_internals(embedded_service: Servic
         response = test_client.get("/boom", headers={"X-Request-ID": "rid-42"})
     assert response.status_code == 500
     body = response.json()
-    assert body["error"]["code"] == "internal"
+    assert body["error"]["code"] == "internal_error"
     assert "rid-42" in body["error"]["message"]
     assert "hunter2" not in response.text
     assert "Traceback" not in response.text

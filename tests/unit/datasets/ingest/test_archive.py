@@ -125,6 +125,22 @@ def test_unsafe_names(name: str, kind: str) -> None:
     assert reason[0] == kind
 
 
+@pytest.mark.parametrize("name", [".", "./", ".//."])
+def test_a_directory_may_name_the_archive_root(name: str) -> None:
+    assert unsafe_name_reason(name, directory=True) is None
+    assert clean_entry_path(name) == ""
+    assert unsafe_name_reason(name) == ("unsafe_name", "the name is empty")  # a file may not
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"), [("", "unsafe_name"), ("/", "absolute_path"), ("./..", "path_traversal")]
+)
+def test_a_directory_outside_the_root_is_still_unsafe(name: str, kind: str) -> None:
+    reason = unsafe_name_reason(name, directory=True)
+    assert reason is not None
+    assert reason[0] == kind
+
+
 @pytest.mark.parametrize(
     ("name", "clean"),
     [

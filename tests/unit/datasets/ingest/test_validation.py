@@ -4,6 +4,9 @@ the entry; good archives give exact class counts, splits and manifest rows."""
 from __future__ import annotations
 
 import io
+import stat
+import tarfile
+import zipfile
 from dataclasses import replace
 
 import numpy as np
@@ -186,6 +189,133 @@ def test_devices_and_fifos_are_rejected(kind: ArchiveKind, member_kind: str) -> 
     device = Member("a/dev.png", kind=member_kind)  # type: ignore[arg-type]
     checked = validate([*two_classes(), device], kind)
     assert checked.error_for("a/dev.png")["code"] == "special_file"
+
+
+def zip_with(extra: zipfile.ZipInfo, data: bytes = b"") -> bytes:
+    """``two_classes()`` as a zip, plus ``extra`` with its attributes exactly as given."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for member in two_classes():
+            archive.writestr(member.name, member.data)
+        archive.writestr(extra, data)
+    return buffer.getvalue()
+
+
+def zip_entry(name: str, mode: int, create_system: int = 3, dos_bits: int = 0) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.create_system = create_system
+    info.external_attr = mode << 16 | dos_bits
+    return info
+
+
+# Type bits decide, whatever system the zip says made it: a hostile writer can claim MS-DOS.
+@pytest.mark.parametrize("create_system", [3, 0], ids=["unix", "msdos"])
+@pytest.mark.parametrize(
+    ("mode", "code", "says"),
+    [
+        (stat.S_IFLNK | 0o777, "link", "symlink"),
+        (stat.S_IFIFO | 0o644, "special_file", "fifo"),
+        (stat.S_IFCHR | 0o600, "special_file", "device"),
+        (stat.S_IFBLK | 0o600, "special_file", "device"),
+        (stat.S_IFSOCK | 0o755, "special_file", "socket"),
+        (0o160000 | 0o644, "special_file", "other"),  # a type no system defines (BSD whiteout)
+    ],
+)
+def test_zip_entries_whose_type_bits_are_not_a_regular_file_are_rejected(
+    mode: int, code: str, says: str, create_system: int
+) -> None:
+    entry = zip_entry("a/odd.png", mode, create_system)
+    checked = validate_bytes(zip_with(entry, png(seed=77)), "upload.zip")
+    error = checked.error_for("a/odd.png")
+    assert error["code"] == code
+    assert error["message"].startswith(f"{says} entries are not allowed")
+
+
+@pytest.mark.parametrize(
+    ("mode", "create_system", "dos_bits"),
+    [
+        (0o600, 3, 0),  # zipfile's writestr: permissions, no type
+        (0o644, 3, 0),
+        (stat.S_IFREG | 0o644, 3, 0),  # Info-ZIP, ZipFile.write
+        (stat.S_IFREG | 0o644, 3, 0x8020),  # 7-Zip: its Unix-extension flag + DOS archive bit
+        (0, 0, 0x20),  # MS-DOS: attributes only
+        (0, 0, 0x01 | 0x20),  # MS-DOS read-only file
+        (0, 11, 0),  # NTFS, no attributes at all
+    ],
+)
+def test_zip_entries_that_are_regular_files_are_read(
+    mode: int, create_system: int, dos_bits: int
+) -> None:
+    entry = zip_entry("a/9.png", mode, create_system, dos_bits)
+    checked = validate_bytes(zip_with(entry, png(seed=77)), "upload.zip")
+    assert checked.result.ok, checked.errors
+    assert checked.result.stats["class_totals"] == {"a": 4, "b": 3}
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        zip_entry("a/sub", stat.S_IFDIR | 0o755),  # Unix directory type without the slash
+        zip_entry("a/sub", 0, create_system=0, dos_bits=0x10),  # MS-DOS directory attribute
+    ],
+    ids=["unix", "msdos"],
+)
+def test_zip_directories_without_a_trailing_slash_are_directories(entry: zipfile.ZipInfo) -> None:
+    checked = validate_bytes(zip_with(entry), "upload.zip")
+    assert checked.result.ok, checked.errors
+    assert checked.warnings == []  # not an empty "file" to ignore
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_archive_root_directory_entry_is_accepted(kind: ArchiveKind) -> None:
+    # `tar -czf x.tar.gz .` stores "." first; bsdtar's zip stores "./".
+    root = "./" if kind == "zip" else "."
+    members = [Member(root, kind="dir"), *two_classes(prefix="./")]
+    checked = validate(members, kind)
+    assert checked.result.ok, checked.errors
+    assert checked.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "code"),
+    [
+        ("/", "zip", "absolute_path"),
+        ("/", "tar", "unsafe_name"),  # tarfile strips a directory's slashes: an empty name
+        ("../", "zip", "path_traversal"),
+        ("../", "tar", "path_traversal"),
+    ],
+)
+def test_directories_outside_the_root_are_still_rejected(
+    name: str, kind: ArchiveKind, code: str
+) -> None:
+    checked = validate([Member(name, kind="dir"), *two_classes()], kind)
+    assert checked.codes() == {code}
+
+
+def test_a_file_named_like_the_root_is_rejected() -> None:
+    checked = validate([*two_classes(), Member(".", b"x")], "tar")
+    assert checked.codes() == {"unsafe_name"}
+
+
+def test_a_tar_entry_of_an_unknown_type_is_read_as_a_regular_file() -> None:
+    # POSIX: "an unrecognized typeflag shall be treated as a regular file"; tarfile agrees.
+    image = png(seed=78)
+    info = tarfile.TarInfo("a/9.png")
+    info.type, info.size = b"Z", len(image)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for member in two_classes():
+            regular = tarfile.TarInfo(member.name)
+            regular.size = len(member.data)
+            tar.addfile(regular, io.BytesIO(member.data))
+        tar.addfile(info, io.BytesIO(image))
+    checked = validate_bytes(buffer.getvalue(), "upload.tar")
+    assert checked.result.ok, checked.errors
+    assert checked.result.stats["class_totals"] == {"a": 4, "b": 3}
+    small = validate_bytes(
+        buffer.getvalue(), "upload.tar", limits=replace(LIMITS, max_file_bytes=len(image) - 1)
+    )
+    assert small.error_for("a/9.png")["code"] == "file_too_large"
 
 
 def test_names_that_are_not_utf8_are_rejected_and_reported_readably() -> None:
