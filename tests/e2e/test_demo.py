@@ -37,10 +37,24 @@ def demo_command(data_dir: Path, port: int, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def leftover_processes(session_id: int) -> list[str]:
-    return subprocess.run(
-        ["pgrep", "-s", str(session_id)], capture_output=True, text=True, check=False
-    ).stdout.split()
+def leftover_processes(session_id: int, settle_s: float = 10.0) -> list[str]:
+    """Live processes of the session, after giving exiting ones ``settle_s`` seconds to go.
+
+    Zombies do not count: a trainer killed with its worker is reparented to init, which reaps
+    it on its own schedule; it holds nothing.
+    """
+    deadline = time.monotonic() + settle_s
+    while True:
+        listing = subprocess.run(
+            ["ps", "-o", "pid=,stat=,args=", "-s", str(session_id)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.splitlines()
+        alive = [line.strip() for line in listing if not line.split()[1].startswith("Z")]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.5)
 
 
 def test_demo_runs_end_to_end_and_its_student_predicts(tmp_path: Path) -> None:
