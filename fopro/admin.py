@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -90,6 +91,33 @@ def add_weights_cmd(
         f"installed {name} ({installed.check.num_params} parameters) at {installed.path} "
         f"sha256 {installed.sha256}"
     )
+
+
+@weights.command("pull")
+def pull_weights_cmd(
+    names: Annotated[list[str], typer.Argument(help="Zoo model names, e.g. resnet50 resnet18.")],
+) -> None:
+    """Download timm's published weights for zoo models NAMES from the Hugging Face hub
+    (``HF_ENDPOINT`` for a mirror), verify them strictly and install them (atomically).
+
+    Needs the worker extra and a machine that is online; offline it fails at once with the URL
+    it tried: download that file elsewhere and use ``fopro admin weights add NAME FILE``.
+    """
+    # The weights file is the only thing to fetch: no telemetry from a hospital's machines.
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    from app.teachers.hub_weights import hub_weights_url, pull_zoo_weights
+    from workers.teacher_checks import inspect_weights
+
+    weights_dir = get_settings().weights_dir
+    assert weights_dir is not None  # Settings derives it from the data dir
+    for name in names:
+        with _ServiceErrorsToExit():
+            typer.echo(f"pulling {name} from {hub_weights_url(name)}", err=True)
+            installed = pull_zoo_weights(name, weights_dir, verify=inspect_weights)
+        typer.echo(
+            f"installed {name} ({installed.check.num_params} parameters) at {installed.path} "
+            f"sha256 {installed.sha256}"
+        )
 
 
 class _ServiceErrorsToExit:

@@ -7,20 +7,19 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from typing import Annotated
 
 import typer
 
 from app.core.config import get_settings
 from fopro.admin import admin
+from fopro.demo import demo
+from fopro.local_service import LocalService
 
 cli = typer.Typer(no_args_is_help=True, help="FoPro-KD Service: distillation as a service.")
 cli.add_typer(admin, name="admin")
+cli.command()(demo)
 try:
     from fopro_client.cli import app as client_commands
 except ModuleNotFoundError as exc:  # the API and worker images ship without `pip install ./client`
@@ -115,18 +114,7 @@ def up(host: HostOpt = None, port: PortOpt = None) -> None:
     migrate("head")
     host = host or settings.api_host
     port = port or settings.api_port
-    me = [sys.executable, "-m", "fopro"]
-    children = {
-        "api": subprocess.Popen([*me, "serve", "--host", host, "--port", str(port)]),
-        # Two solo workers, so a long training run never delays dataset checks on the cpu queue.
-        **{
-            f"{queue}-worker": subprocess.Popen(
-                [*me, "worker", "--queues", queue, "--name", f"{queue}@{socket.gethostname()}"]
-            )
-            for queue in ("cpu", "gpu")
-        },
-    }
-    url = f"http://{host}:{port}"
+    service = LocalService.start(host, port)
     stopping = False
 
     def _stop(signum: int, _frame: object) -> None:
@@ -135,44 +123,21 @@ def up(host: HostOpt = None, port: PortOpt = None) -> None:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    if _wait_ready(url, list(children.values()), timeout_s=60):
+    url = service.url
+    if service.wait_ready(timeout_s=60):
         typer.echo(f"FoPro-KD Service is up at {url}  (readiness: {url}/readyz, docs: {url}/docs)")
         typer.echo(f"data dir: {settings.data_dir}; create a key: fopro admin create-team NAME")
+    elif service.alive():
+        typer.echo(f"not ready after 60 s; see {url}/readyz", err=True)
     try:
-        while not stopping and all(c.poll() is None for c in children.values()):
+        while not stopping and service.alive():
             time.sleep(0.5)
     finally:
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 20
-        for child in children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-    failed = [
-        name for name, c in children.items() if c.returncode not in (0, -signal.SIGTERM, None)
-    ]
+        service.stop()
+    failed = service.failed()
     if failed and not stopping:
         typer.echo(f"stopped because a child exited with an error: {failed}", err=True)
         raise typer.Exit(1)
-
-
-def _wait_ready(url: str, children: list[subprocess.Popen[bytes]], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any(c.poll() is not None for c in children):
-            return False
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as resp:
-                if resp.status == 200:
-                    return True
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    typer.echo(f"not ready after {timeout_s:.0f} s; see {url}/readyz", err=True)
-    return False
 
 
 def _redact(url: str) -> str:

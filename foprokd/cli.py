@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args, get_origin
 
 from foprokd.atomic import write_json_atomic
 from foprokd.errors import EngineError, ManifestInvalid
@@ -141,7 +142,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 def _add_hyper_parameters(parser: argparse.ArgumentParser) -> None:
     """One option per ``HyperParams`` field, with its default and help text (``--no-augment``
-    for the switch that defaults on)."""
+    for the switch that defaults on, ``choices`` for a Literal)."""
     for name, field in HyperParams.model_fields.items():
         flag = "--" + name.replace("_", "-")
         help_text = f"{field.description} (default {field.default})"
@@ -152,6 +153,9 @@ def _add_hyper_parameters(parser: argparse.ArgumentParser) -> None:
                 action="store_false",
                 help=f"turn off: {field.description}",
             )
+        elif get_origin(field.annotation) is Literal:
+            choices = get_args(field.annotation)
+            parser.add_argument(flag, choices=choices, default=field.default, help=help_text)
         else:
             kind = int if field.annotation is int else float
             parser.add_argument(flag, type=kind, default=field.default, help=help_text)

@@ -29,6 +29,7 @@ METHOD_HELP: dict[str, str] = {
 DEFAULT_METHOD: Method = "fopro_akd"
 TEACHER_METHODS = frozenset({"ekd", "fopro", "fopro_akd"})
 PROMPT_METHODS = frozenset({"fopro", "fopro_akd"})
+StudentInit = Literal["imagenet", "scratch"]
 
 
 class HyperParams(BaseModel):
@@ -62,6 +63,12 @@ class HyperParams(BaseModel):
     )
     augment: bool = Field(default=True, description="The paper's affine/colour/flip augmentation.")
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seeds models, batches, augments.")
+    student_init: StudentInit = Field(
+        default="imagenet",
+        description="Student backbone start: imagenet = its installed ImageNet weights (a run "
+        "without them is refused); scratch = random init, as the released FoPro-KD command "
+        "trains it (no student weights needed).",
+    )
 
 
 class TrainConfig(HyperParams):

@@ -212,13 +212,13 @@ def run_distillation(
     # Models (and their weights files) first: a missing file must fail before a long decode.
     seed_everything(config.seed)
     teacher, teacher_dim = _teacher(request, callbacks)
-    build = _student_builder(request, teacher_dim, callbacks)
+    build, student_init = _student_builder(request, teacher_dim, callbacks)
     splits = request.images.load(config.image_size, callbacks.on_decode)
     student = build(len(splits.classes))
     if splits.rows is not None:
         save_manifest(splits.rows, out_dir / MANIFEST_FILE)
     train_counts = splits.train.class_counts()
-    write_json_atomic(out_dir / RUN_FILE, _run_record(request, splits, teacher_dim))
+    write_json_atomic(out_dir / RUN_FILE, _run_record(request, splits, teacher_dim, student_init))
 
     callbacks.on_phase("training")
     start = time.perf_counter()
@@ -251,6 +251,7 @@ def run_distillation(
         "method": config.method,
         "teacher": teacher_name,
         "student": _model_name(request.student),
+        "student_init": student_init,
         "evaluated_split": evaluated_split,
         "best_epoch": result.best_epoch,
         "best_val_balanced_accuracy": result.best_balanced_accuracy,
@@ -290,25 +291,39 @@ def _teacher(
 
 def _student_builder(
     request: DistillationRequest, teacher_dim: int, callbacks: PipelineCallbacks
-) -> Callable[[int], Student]:
+) -> tuple[Callable[[int], Student], str]:
     """Resolve the student's weights now (so a missing file fails early); build it later, when
-    the number of classes is known."""
+    the number of classes is known. Also returns how its backbone starts (for ``run.json``):
+    ``imagenet`` (from a weights file), ``scratch`` (asked for) or ``random`` (test-only)."""
     prebuilt = request.student
     if isinstance(prebuilt, Student):
         if request.export:
             raise ValueError("a ready-made student cannot be exported by name: pass export=False")
-        return lambda num_classes: prebuilt
+        return (lambda num_classes: prebuilt), "prebuilt"
     spec = resolve_spec(prebuilt, "student")
-    path = _weights(
-        request,
-        spec,
-        request.student_weights,
-        callbacks,
-        f"Student {spec.name} starts from RANDOM weights (allow_random_weights).",
+    if request.config.student_init == "scratch":
+        if request.student_weights is not None:
+            raise ValueError(
+                f"student_init is scratch but student weights {request.student_weights} were "
+                "given: drop the weights file or use student_init imagenet"
+            )
+        path = None
+    else:
+        path = _weights(
+            request,
+            spec,
+            request.student_weights,
+            callbacks,
+            f"Student {spec.name} starts from RANDOM weights (allow_random_weights).",
+        )
+    init = (
+        "scratch" if request.config.student_init == "scratch" else "imagenet" if path else "random"
     )
-    return lambda num_classes: build_student(
-        spec, num_classes, teacher_dim, weights=path, allow_random=True
-    )
+    return (
+        lambda num_classes: build_student(
+            spec, num_classes, teacher_dim, weights=path, allow_random=True
+        )
+    ), init
 
 
 def _weights(
@@ -339,7 +354,7 @@ def _model_name(model: str | ModelSpec | FrozenTeacher | Student) -> str:
 
 
 def _run_record(
-    request: DistillationRequest, splits: DatasetSplits, teacher_dim: int
+    request: DistillationRequest, splits: DatasetSplits, teacher_dim: int, student_init: str
 ) -> dict[str, Any]:
     """``run.json``: what ``export_run`` and a person reproducing the run need."""
     root = getattr(request.images, "root", None)
@@ -351,6 +366,7 @@ def _run_record(
         "teacher": _model_name(request.teacher),
         "teacher_dim": teacher_dim,
         "student": _model_name(request.student),
+        "student_init": student_init,
         "classes": splits.classes,
         "split_counts": splits.sizes(),
         "train_counts": splits.train.class_counts(),
@@ -381,6 +397,7 @@ def _export(
             **dict(request.provenance),
             "method": config.method,
             "teacher": metrics["teacher"],
+            "student_init": metrics["student_init"],
             "train_counts": train_counts,
             "best_epoch": result.best_epoch,
             f"{evaluated_split}_balanced_accuracy": report["balanced_accuracy"],
@@ -427,6 +444,7 @@ def export_run(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
         extra_config={
             "method": run["config"]["method"],
             "teacher": run["teacher"] if run["config"]["method"] in TEACHER_METHODS else None,
+            "student_init": run.get("student_init"),
             "train_counts": run["train_counts"],
             "best_epoch": payload["best"]["epoch"],
         },

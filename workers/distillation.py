@@ -304,10 +304,14 @@ class DistillationRun:
         # Weights files first: a missing one must fail before a long download.
         allow_random = params.allow_random_weights
         teacher_spec, teacher_path = self._teacher_weights(job, allow_random, run_dir)
-        student_path = resolve_weights(
-            resolve_spec(job.student, "student"),
-            weights_dir=self.settings.weights_dir,
-            allow_random=allow_random,
+        student_path = (
+            None  # a scratch student loads no weights file
+            if config.student_init == "scratch"
+            else resolve_weights(
+                resolve_spec(job.student, "student"),
+                weights_dir=self.settings.weights_dir,
+                allow_random=allow_random,
+            )
         )
         images = fetch_dataset(
             self.store,

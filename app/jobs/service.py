@@ -54,7 +54,8 @@ class JobInUse(Conflict):
 def _check_models(session: Session, team_id: str, body: JobCreate, settings: Settings) -> None:
     """Refuse at submit, not hours later, a teacher or student whose weights are not installed.
 
-    ``allow_random_weights`` (test only) skips the weights checks, never the name checks.
+    ``allow_random_weights`` (test only) skips the weights checks, never the name checks; a
+    ``student_init`` of ``scratch`` needs no student weights.
     """
     random_ok = body.params.allow_random_weights
     resolve_teacher(
@@ -67,13 +68,17 @@ def _check_models(session: Session, team_id: str, body: JobCreate, settings: Set
         settings=settings,
     )
     assert settings.weights_dir is not None  # Settings fills it from the data dir
-    if random_ok or find_weights(body.student, settings.weights_dir) is not None:
+    if random_ok or body.params.student_init == "scratch":
+        return
+    if find_weights(body.student, settings.weights_dir) is not None:
         return
     expected = expected_weight_paths(body.student, settings.weights_dir)
     raise StudentWeightsMissing(
         f"ImageNet weights for the student {body.student!r} are not installed. Put a timm state "
         f"dict at {expected[0]} (or {', '.join(str(p) for p in expected[1:])}), e.g. with "
-        f"`fopro admin weights add {body.student} FILE`, then submit again.",
+        f"`fopro admin weights pull {body.student}` or `fopro admin weights add {body.student} "
+        "FILE`, then submit again; or train the student from scratch (params.student_init "
+        '"scratch").',
         details={"student": body.student, "expected_paths": [str(p) for p in expected]},
     )
 

@@ -45,6 +45,8 @@ ARCH_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.]{0,99}$")
 
 WeightsVerifier = Callable[[str, str], WeightsCheck]
 """(object key, timm architecture) -> the worker's verdict on the stored weights file."""
+WeightsVerifierOfFile = Callable[[str, Path], WeightsCheck]
+"""(zoo name, local file) -> the torch verdict (``workers.teacher_checks.inspect_weights``)."""
 
 
 class TeacherWeightsMissing(InvalidInput):
@@ -158,6 +160,7 @@ def _zoo_choice(entry: ModelSpec, weights_dir: Path, *, require_weights: bool) -
         raise TeacherWeightsMissing(
             f"Teacher weights for {entry.name!r} are not installed. Put a timm state dict at "
             f"{expected[0]} (or {', '.join(str(p) for p in expected[1:])}), e.g. with "
+            f"`fopro admin weights pull {entry.name}` (online) or "
             f"`fopro admin weights add {entry.name} FILE`, then submit again.",
             details={"teacher": entry.name, "expected_paths": [str(p) for p in expected]},
         )
@@ -304,23 +307,31 @@ class InstalledWeights:
     check: WeightsCheck
 
 
+def zoo_entry(name: str) -> ModelSpec:
+    """The built-in teacher or student called ``name``; InvalidInput listing the known ones."""
+    entry = TEACHERS.get(name) or STUDENTS.get(name)
+    if entry is None:
+        known = sorted(set(TEACHERS) | set(STUDENTS))
+        raise InvalidInput(f"{name!r} is not a built-in model; known: {', '.join(known)}.")
+    return entry
+
+
 def install_zoo_weights(
     name: str,
     source: Path,
     weights_dir: Path,
     *,
-    verify: Callable[[str, Path], WeightsCheck],
+    verify: WeightsVerifierOfFile,
+    expected_sha256: str | None = None,
 ) -> InstalledWeights:
     """Verify ``source`` for zoo entry ``name`` and install it atomically into ``weights_dir``.
 
-    ``verify(arch, path)`` is the torch check (``workers.teacher_checks.inspect_weights``).
+    ``verify(arch, path)`` is the torch check (``workers.teacher_checks.inspect_weights``);
+    ``expected_sha256`` (a download's published digest) must match the bytes installed.
     The file lands as ``<weights_dir>/<name>.safetensors|.pth``; a file of the other suffix is
     removed so the engine's lookup finds the new one. Raises WeightsFileRejected or InvalidInput.
     """
-    entry = TEACHERS.get(name) or STUDENTS.get(name)
-    if entry is None:
-        known = sorted(set(TEACHERS) | set(STUDENTS))
-        raise InvalidInput(f"{name!r} is not a built-in model; known: {', '.join(known)}.")
+    entry = zoo_entry(name)
     if not source.is_file():
         raise InvalidInput(f"{source} is not a file.")
     with source.open("rb") as handle:
@@ -340,6 +351,11 @@ def install_zoo_weights(
                 writer.write(chunk)
             writer.flush()
             os.fsync(writer.fileno())
+        if expected_sha256 is not None and digest.hexdigest() != expected_sha256.lower():
+            raise WeightsFileRejected(
+                f"{source} is corrupted: its sha256 is {digest.hexdigest()}, the publisher's "
+                f"is {expected_sha256}; nothing was installed."
+            )
         temp.replace(target)
     finally:
         temp.unlink(missing_ok=True)
