@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     resend_after_seconds: int = Field(default=1800, ge=60)
 
     # Quotas per team; `fopro admin set-quota TEAM ...` overrides them on the team's row.
-    max_active_jobs: int = Field(default=4, ge=1)  # queued + running
+    max_active_jobs: int = Field(default=10, ge=1)  # queued + running
     max_stored_bytes: int = Field(default=500 * 1024**3, ge=1)  # datasets + artifacts + teachers
     max_datasets: int = Field(default=100, ge=1)
     max_active_keys: int = Field(default=50, ge=1)  # neither revoked nor expired
