@@ -4,11 +4,10 @@ Limits come from settings, overridden per team on its row (``fopro admin set-quo
 bytes are what the team's objects occupy as the rows describe them: a dataset's archive while it
 is kept (until validation ends) plus its validated images, every artifact, every team teacher.
 
-A job submit takes the team row's lock (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite writes
-one at a time anyway) before counting, and holds it to its commit, so concurrent submits cannot
-overshoot. Uploads are checked before any byte is stored and capped while they stream; holding a
-lock for a whole upload is not an option, so two concurrent uploads can together pass the byte
-quota by at most one of them.
+A job submit takes a write lock on the team row before counting and holds it to its commit, so
+concurrent submits (on any API process) cannot overshoot. Uploads are checked before any byte is
+stored and capped while they stream; holding a lock for a whole upload is not an option, so two
+concurrent uploads can together pass the byte quota by at most one of them.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, select, update
 from sqlalchemy.orm import Session
 
 from app.core.config import Settings
@@ -195,9 +194,19 @@ def _team(session: Session, team_id: str) -> Team:
 
 
 def _locked_team(session: Session, team_id: str) -> Team:
-    team = session.scalar(select(Team).where(Team.id == team_id).with_for_update())
-    assert team is not None  # the principal's team exists while its key authenticates
-    return team
+    """The team row, write-locked until the session commits or rolls back.
+
+    A no-op UPDATE rather than ``SELECT ... FOR UPDATE``: it locks the row on PostgreSQL and,
+    where FOR UPDATE does not exist, takes SQLite's database write lock, so the count that
+    follows is not raced by another submit on either backend.
+    """
+    session.execute(
+        update(Team)
+        .where(Team.id == team_id)
+        .values(name=Team.name)
+        .execution_options(synchronize_session=False)
+    )
+    return session.get_one(Team, team_id, populate_existing=True)
 
 
 def _max_active_jobs(team: Team, settings: Settings) -> int:
