@@ -1,4 +1,5 @@
-"""FastAPI dependencies as ``Annotated`` aliases: one session per request, the caller's team."""
+"""FastAPI dependencies as ``Annotated`` aliases: one session per request, the caller's team
+(authenticated, then counted against its key's rate limit)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from sqlalchemy.orm import Session
 from app.core.config import Settings, get_settings
 from app.core.db import get_sessionmaker
 from app.core.errors import Unauthenticated
+from app.core.ratelimit import STATE_KEY, key_rate_limiter
 from app.core.storage import ObjectStore, open_object_store
 from app.teams.service import Principal, authenticate
 
@@ -42,7 +44,9 @@ SessionDep = Annotated[Session, Depends(get_session)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 
 
-def get_principal(request: Request, session: SessionDep, settings: SettingsDep) -> Principal:
+def get_authenticated_principal(
+    request: Request, session: SessionDep, settings: SettingsDep
+) -> Principal:
     """Resolve ``Authorization: Bearer <key>`` to the caller's team and role, or 401."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -50,6 +54,20 @@ def get_principal(request: Request, session: SessionDep, settings: SettingsDep) 
         raise Unauthenticated("Missing API key. Send `Authorization: Bearer <your key>`.")
     principal = authenticate(session, token.strip(), settings.secret_key)
     request.state.team_id = principal.team_id
+    return principal
+
+
+def get_principal(
+    request: Request,
+    principal: Annotated[Principal, Depends(get_authenticated_principal)],
+    settings: SettingsDep,
+) -> Principal:
+    """The authenticated caller, once its key's request is counted: 429 with ``Retry-After``
+    past ``FOPRO_RATE_LIMIT``. Runs once per request (an upload or an event stream is one)."""
+    limiter = key_rate_limiter(settings.rate_limit, settings.rate_limit_storage_url)
+    state = limiter.hit(principal.key_id)
+    if state is not None:
+        setattr(request.state, STATE_KEY, state)  # the response's RateLimit-* headers
     return principal
 
 

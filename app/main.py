@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import ServiceError
+from app.core.ratelimit import RateLimitHeaders
 from app.core.request_id import REQUEST_ID_HEADER, current_request_id, install_request_ids
 from app.dashboard.router import install_dashboard
 from app.datasets.router import router as datasets_router
@@ -39,7 +40,7 @@ def _error(
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
-        return _error(exc.status_code, exc.code, exc.message, exc.details)
+        return _error(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -77,6 +78,7 @@ def create_app() -> FastAPI:
         description="Distil compact students from frozen teachers on small long-tailed image sets.",
     )
 
+    app.add_middleware(RateLimitHeaders)
     install_request_ids(app)
     _install_error_handlers(app)
     app.include_router(health_router)

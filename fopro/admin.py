@@ -1,8 +1,10 @@
-"""``fopro admin``: teams and API keys (each key printed once) and the zoo's pre-trained weights."""
+"""``fopro admin``: teams, their quotas and API keys (each key printed once) and the zoo's
+pre-trained weights."""
 
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -33,17 +35,31 @@ def create_key_cmd(
     team: str,
     role: Annotated[Role, typer.Option(help="admin, member or viewer.")] = Role.member,
     label: Annotated[str | None, typer.Option(help="A note for who holds the key.")] = None,
+    expires_in_days: Annotated[
+        int | None,
+        typer.Option(min=1, max=3650, help="Days until the key stops working (default: never)."),
+    ] = None,
 ) -> None:
     """Issue an API key for TEAM (name or id). The key is printed once and never stored."""
-    from app.core.db import session_scope
+    from app.core.db import session_scope, utcnow
     from app.teams.service import create_api_key, find_team
 
+    settings = get_settings()
+    expires_at = None if expires_in_days is None else utcnow() + timedelta(days=expires_in_days)
     with _ServiceErrorsToExit(), session_scope() as session:
         key, plaintext = create_api_key(
-            session, find_team(session, team), role, get_settings().secret_key, label
+            session,
+            find_team(session, team),
+            role,
+            settings.secret_key,
+            label,
+            expires_at=expires_at,
+            max_active=settings.max_active_keys,
         )
+        ends = f", expires {expires_at:%Y-%m-%d %H:%M} UTC" if expires_at else ""
         typer.echo(
-            f"# {key.role} key {key.prefix} ({key.id}) for team {team}; shown once:", err=True
+            f"# {key.role} key {key.prefix} ({key.id}) for team {team}{ends}; shown once:",
+            err=True,
         )
         typer.echo(plaintext)
 
@@ -62,13 +78,63 @@ def revoke_key_cmd(key: Annotated[str, typer.Argument(help="Key id or display pr
 @admin.command("list-keys")
 def list_keys_cmd(team: str) -> None:
     """List TEAM's keys (prefixes only; keys themselves are never stored)."""
-    from app.core.db import session_scope
+    from app.core.db import session_scope, utcnow
     from app.teams.service import find_team
 
+    now = utcnow()
     with _ServiceErrorsToExit(), session_scope() as session:
         for key in find_team(session, team).api_keys:
-            state = "revoked" if key.revoked_at else "active"
+            if key.revoked_at:
+                state = "revoked"
+            elif key.expires_at and key.expires_at <= now:
+                state = "expired"
+            elif key.expires_at:
+                state = f"active until {key.expires_at:%Y-%m-%dT%H:%M}Z"
+            else:
+                state = "active"
             typer.echo(f"{key.id}\t{key.prefix}\t{key.role}\t{state}\t{key.label or ''}")
+
+
+@admin.command("set-quota")
+def set_quota_cmd(
+    team: str,
+    max_active_jobs: Annotated[
+        int | None, typer.Option(min=1, help="Queued + running jobs at once.")
+    ] = None,
+    max_stored_bytes: Annotated[
+        int | None, typer.Option(min=1, help="Bytes of datasets, artifacts and teachers.")
+    ] = None,
+    max_datasets: Annotated[int | None, typer.Option(min=1, help="Datasets kept.")] = None,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Drop TEAM's overrides first: back to the defaults.")
+    ] = False,
+) -> None:
+    """Override TEAM's quotas (the FOPRO_MAX_* settings apply to what is not overridden), then
+    print its use against each."""
+    from app.core.db import session_scope
+    from app.teams.quotas import team_usage
+    from app.teams.service import find_team
+
+    settings = get_settings()
+    with _ServiceErrorsToExit(), session_scope() as session:
+        row = find_team(session, team)
+        if reset:
+            row.max_active_jobs = row.max_stored_bytes = row.max_datasets = None
+        if max_active_jobs is not None:
+            row.max_active_jobs = max_active_jobs
+        if max_stored_bytes is not None:
+            row.max_stored_bytes = max_stored_bytes
+        if max_datasets is not None:
+            row.max_datasets = max_datasets
+        session.flush()
+        usage = team_usage(session, row, settings)
+        for name, use, override in (
+            ("max_active_jobs", usage.active_jobs, row.max_active_jobs),
+            ("max_stored_bytes", usage.stored_bytes, row.max_stored_bytes),
+            ("max_datasets", usage.datasets, row.max_datasets),
+        ):
+            source = "team" if override is not None else "default"
+            typer.echo(f"{row.name}\t{name}\t{use.used} of {use.limit}\t({source})")
 
 
 @weights.command("add")

@@ -69,6 +69,20 @@ class Settings(BaseSettings):
     # that lost the message: Redis without persistence, restarted).
     resend_after_seconds: int = Field(default=1800, ge=60)
 
+    # Quotas per team; `fopro admin set-quota TEAM ...` overrides them on the team's row.
+    max_active_jobs: int = Field(default=10, ge=1)  # queued + running
+    max_stored_bytes: int = Field(default=500 * 1024**3, ge=1)  # datasets + artifacts + teachers
+    max_datasets: int = Field(default=100, ge=1)
+    max_active_keys: int = Field(default=50, ge=1)  # neither revoked nor expired
+
+    # Requests per API key in the `limits` notation ("600/minute", "20/second").
+    rate_limit: str = "600/minute"
+    # Where the counts live: shared by every API process. Default: the broker's Redis when the
+    # broker is Redis, else this process's memory (the embedded deployment has one API).
+    rate_limit_storage_url: str = ""
+    # How long a rotated key keeps working when the rotation does not say.
+    key_rotation_grace_s: int = Field(default=24 * 3600, ge=0, le=30 * 24 * 3600)
+
     @model_validator(mode="after")
     def _fill_defaults_and_check(self) -> Self:
         data_dir = self.data_dir.expanduser().resolve()
@@ -81,6 +95,10 @@ class Settings(BaseSettings):
             self.result_backend = f"db+sqlite:///{data_dir / 'results.db'}"
         if not self.storage_url:
             self.storage_url = f"file://{data_dir / 'objects'}"
+        if not self.rate_limit_storage_url:
+            redis = self.broker_url.startswith(("redis://", "rediss://"))
+            self.rate_limit_storage_url = self.broker_url if redis else "memory://"
+        _check_rate_limit(self.rate_limit)
         if self.weights_dir is None:
             self.weights_dir = data_dir / "weights"
         self.weights_dir = self.weights_dir.expanduser().resolve()
@@ -113,6 +131,21 @@ class Settings(BaseSettings):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         assert self.weights_dir is not None
         self.weights_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _check_rate_limit(rate: str) -> None:
+    """Refuse a FOPRO_RATE_LIMIT the `limits` library cannot read, at start-up rather than on
+    the first request. Only the API installs `limits`; workers never rate-limit."""
+    try:
+        from limits import parse
+    except ImportError:
+        return
+    try:
+        parse(rate)
+    except ValueError as exc:
+        raise ValueError(
+            f"FOPRO_RATE_LIMIT={rate!r} is not a rate such as '600/minute' or '20 per second'"
+        ) from exc
 
 
 @lru_cache

@@ -11,10 +11,14 @@ class ServiceError(Exception):
     status_code = 400
     code = "bad_request"
 
-    def __init__(self, message: str, *, details: Any = None) -> None:
+    def __init__(
+        self, message: str, *, details: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        # Sent with the error response (Retry-After on a 429, for instance).
+        self.headers = headers
 
 
 class Unauthenticated(ServiceError):
@@ -40,6 +44,13 @@ class Conflict(ServiceError):
 class PayloadTooLarge(ServiceError):
     status_code = 413
     code = "payload_too_large"
+
+
+class TooManyRequests(ServiceError):
+    """A quota or rate limit says no for now; ``Retry-After`` says when, where waiting helps."""
+
+    status_code = 429
+    code = "too_many_requests"
 
 
 class InvalidInput(ServiceError):

@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from app.core.db import utcnow
 from app.core.errors import Forbidden, Unauthenticated
 from app.dashboard.session_cookie import (
     CSRF_FIELD,
@@ -58,9 +59,11 @@ class SignedIn:
 
 
 def active_key(session: Session, key_id: str) -> ApiKey | None:
-    """The API key ``key_id`` if it still exists and is not revoked."""
+    """The API key ``key_id`` if it still exists, is not revoked and has not expired."""
     key = session.get(ApiKey, key_id)
     if key is None or key.revoked_at is not None:
+        return None
+    if key.expires_at is not None and key.expires_at <= utcnow():
         return None
     return key
 

@@ -289,8 +289,10 @@ def cancel_job(job_id: str, user: CsrfCheckedDep, session: SessionDep) -> Respon
 
 
 @router.post("/jobs/{job_id}/retry")
-def retry_job(job_id: str, user: CsrfCheckedDep, session: SessionDep) -> Response:
-    retry = jobs_api.retry_job(job_id, user.principal, session)
+def retry_job(
+    job_id: str, user: CsrfCheckedDep, session: SessionDep, settings: SettingsDep
+) -> Response:
+    retry = jobs_api.retry_job(job_id, user.principal, session, settings)
     return RedirectResponse(f"/jobs/{retry.id}", status_code=303)
 
 

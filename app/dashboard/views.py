@@ -8,7 +8,7 @@ friends through the same functions the ``/v1`` routes use, and these functions o
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic.fields import FieldInfo
 
@@ -167,11 +167,12 @@ class ParamField:
     """One input of the new-job form, from a ``JobParams`` field: its default, range, help."""
 
     name: str
-    kind: str  # "int", "float" or "bool"
+    kind: str  # "int", "float", "bool" or "choice"
     default: Any
     minimum: float | None
     maximum: float | None
     help: str
+    choices: tuple[str, ...] = ()
 
 
 def _bounds(info: FieldInfo) -> tuple[float | None, float | None]:
@@ -196,11 +197,18 @@ def param_fields(*, include_admin_only: bool) -> list[ParamField]:
     for name, info in JobParams.model_fields.items():
         if name == "allow_random_weights" and not include_admin_only:
             continue
-        kind = {bool: "bool", int: "int", float: "float"}.get(info.annotation)  # type: ignore[arg-type]
+        choices: tuple[str, ...] = ()
+        kind: str | None
+        if get_origin(info.annotation) is Literal:
+            kind, choices = "choice", tuple(str(v) for v in get_args(info.annotation))
+        else:
+            kind = {bool: "bool", int: "int", float: "float"}.get(info.annotation)  # type: ignore[arg-type]
         if kind is None:
             raise TypeError(f"JobParams.{name} has a type the form cannot edit: {info.annotation}")
         low, high = _bounds(info)
-        fields.append(ParamField(name, kind, info.default, low, high, info.description or ""))
+        fields.append(
+            ParamField(name, kind, info.default, low, high, info.description or "", choices)
+        )
     return fields
 
 

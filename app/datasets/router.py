@@ -28,6 +28,7 @@ from app.datasets.schemas import (
 )
 from app.datasets.upload import receive_archive
 from app.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
+from app.teams.quotas import upload_allowance
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
@@ -77,6 +78,14 @@ async def upload_dataset(
     """Upload an archive; answers 202 with the dataset ``validating``. Poll ``GET
     /v1/datasets/{id}`` until it is ``ready`` or ``invalid`` (``stats.progress`` shows how far)."""
     principal.require_write()
+    declared = request.headers.get("content-length")
+    allowance = await run_in_threadpool(
+        upload_allowance,
+        session,
+        principal.team_id,
+        settings,
+        declared=int(declared) if declared and declared.isdigit() else None,
+    )
     dataset_id = new_id("ds")
     parsed: list[UploadRequest] = []
 
@@ -89,8 +98,9 @@ async def upload_dataset(
         request,
         store,
         service.archive_key(principal.team_id, dataset_id),
-        max_bytes=settings.max_upload_bytes,
+        max_bytes=allowance.max_bytes,
         before_store=before_store,
+        too_large=allowance.too_large,
     )
     dataset = await run_in_threadpool(
         service.register_upload,
@@ -117,6 +127,7 @@ def begin_direct_upload(
     """For very large archives on an S3 store: get one presigned URL per part, PUT the parts
     straight to S3 (keep each response's ETag), then POST them to ``complete_url``."""
     principal.require_write()
+    upload_allowance(session, principal.team_id, settings, declared=body.size)
     return service.begin_direct_upload(
         session, store, settings, team_id=principal.team_id, request=body
     )

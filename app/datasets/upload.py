@@ -30,7 +30,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import parse_options_header
 from starlette.requests import ClientDisconnect
 
-from app.core.errors import InvalidInput, ServiceUnavailable
+from app.core.errors import InvalidInput, ServiceError, ServiceUnavailable
 from app.core.storage import ObjectInfo, ObjectStore, StoreUnavailable
 from app.datasets.ingest.archive import SNIFF_BYTES, ArchiveFormat, sniff_format
 from app.datasets.service import UnsupportedArchive, UploadIncomplete, upload_too_large
@@ -58,6 +58,8 @@ class ReceivedArchive:
 
 
 BeforeStore = Callable[[dict[str, str], str | None], None]
+TooLarge = Callable[[int], ServiceError]
+"""Bytes declared or received so far -> the error refusing an upload past ``max_bytes``."""
 
 
 async def receive_archive(
@@ -67,18 +69,21 @@ async def receive_archive(
     *,
     max_bytes: int,
     before_store: BeforeStore,
+    too_large: TooLarge | None = None,
 ) -> ReceivedArchive:
     """Stream the request's archive to ``key`` in bounded memory.
 
     ``before_store(fields, filename)`` runs (in a thread) once the fields are known and before any
     byte is stored; it raises to refuse the upload (bad fields, name taken). Raises
-    ``UploadTooLarge`` past ``max_bytes`` of body, ``UnsupportedArchive`` when the content is not
-    zip/tar/tar.gz, ``InvalidInput`` for a malformed form.
+    ``too_large(bytes)`` (default ``UploadTooLarge``) past ``max_bytes`` of body, declared or
+    streamed, ``UnsupportedArchive`` when the content is not zip/tar/tar.gz, ``InvalidInput`` for
+    a malformed form.
     """
+    refuse = too_large or (lambda _seen: upload_too_large(max_bytes))
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise upload_too_large(max_bytes)
-    body = _limited(request.stream(), max_bytes)
+        raise refuse(int(declared))
+    body = _limited(request.stream(), max_bytes, refuse)
     content_type, params = parse_options_header(request.headers.get("content-type"))
     fields = dict(request.query_params)
     if content_type == b"multipart/form-data":
@@ -123,13 +128,15 @@ def _disposition_filename(request: Request) -> str | None:
     return message.get_filename()
 
 
-async def _limited(chunks: AsyncIterator[bytes], max_bytes: int) -> AsyncIterator[bytes]:
+async def _limited(
+    chunks: AsyncIterator[bytes], max_bytes: int, too_large: TooLarge
+) -> AsyncIterator[bytes]:
     total = 0
     try:
         async for chunk in chunks:
             total += len(chunk)
             if total > max_bytes:
-                raise upload_too_large(max_bytes)
+                raise too_large(total)
             if chunk:
                 yield chunk
     except ClientDisconnect as exc:

@@ -111,9 +111,11 @@ def cancel_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) ->
 
 
 @router.post("/{job_id}/retry", status_code=status.HTTP_201_CREATED)
-def retry_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> JobOut:
+def retry_job(
+    job_id: str, principal: CurrentPrincipal, session: SessionDep, settings: SettingsDep
+) -> JobOut:
     """A new job repeating a failed or cancelled one, resuming from its last checkpoint."""
-    return JobOut.model_validate(service.retry_job(session, principal, job_id))
+    return JobOut.model_validate(service.retry_job(session, principal, job_id, settings))
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -34,6 +34,7 @@ from app.jobs.state import (
 from app.students.models import Artifact
 from app.teachers.service import resolve_teacher
 from app.teams.models import Role
+from app.teams.quotas import check_job_quota
 from app.teams.service import Principal
 from foprokd.catalog import expected_weight_paths, find_weights
 from foprokd.hyperparams import TEACHER_METHODS
@@ -145,6 +146,7 @@ def create_job(
             return _same_request(existing, body), False
     _ready_dataset(session, body.dataset_id, principal.team_id)
     _check_models(session, principal.team_id, body, settings)
+    check_job_quota(session, principal.team_id, settings)
     job = Job(
         id=new_id("job"),
         team_id=principal.team_id,
@@ -249,7 +251,7 @@ def cancel_job(session: Session, principal: Principal, job_id: str) -> Job:
     return get_job(session, principal, job_id)
 
 
-def retry_job(session: Session, principal: Principal, job_id: str) -> Job:
+def retry_job(session: Session, principal: Principal, job_id: str, settings: Settings) -> Job:
     """A new queued job ``retry_of`` a failed or cancelled one, resuming from its checkpoint."""
     principal.require_write()
     old = get_job(session, principal, job_id)
@@ -261,6 +263,7 @@ def retry_job(session: Session, principal: Principal, job_id: str) -> Job:
     if old.params.get("allow_random_weights"):
         principal.require(Role.admin)
     _ready_dataset(session, old.dataset_id, principal.team_id)
+    check_job_quota(session, principal.team_id, settings)
     job = Job(
         team_id=old.team_id,
         dataset_id=old.dataset_id,

@@ -29,6 +29,7 @@ from app.jobs.models import Job, JobStatus
 from app.teachers.models import Teacher
 from app.teachers.schemas import WeightsCheck, ZooTeacherOut
 from app.teachers.weights_file import WeightsFileRejected, screen_weights_file
+from app.teams.quotas import check_storage
 from foprokd.catalog import (
     STUDENTS,
     TEACHERS,
@@ -224,7 +225,8 @@ def register_teacher(
     """Screen, store and verify an uploaded weights file, then commit the team's teacher.
 
     ``upload`` is a seekable file of ``size`` bytes. Raises WeightsFileRejected (422) with the
-    reason, TeacherExists (409), PayloadTooLarge (413) or ServiceUnavailable (503); in every
+    reason, TeacherExists (409), PayloadTooLarge (413, also past the team's storage quota) or
+    ServiceUnavailable (503); in every
     failure no object and no row remain.
     """
     name, arch = name.strip(), arch.strip()
@@ -243,6 +245,7 @@ def register_teacher(
         raise PayloadTooLarge(
             f"The weights file has {size} bytes; the limit is {settings.max_upload_bytes}."
         )
+    check_storage(session, team_id, settings, size)
     screened = screen_weights_file(upload, filename)
 
     teacher_id = new_id("tch")

@@ -1,20 +1,31 @@
-"""Creating teams, issuing/revoking keys and resolving a presented key to its team."""
+"""Creating teams, issuing, rotating and revoking keys, and resolving a presented key to its team.
+
+``authenticate`` reads the key's row on every request and nothing about keys is cached in the
+process, so a revoke or an expiry takes effect at once on every API process."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
-from app.core.errors import Conflict, Forbidden, NotFound, Unauthenticated
+from app.core.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthenticated
 from app.core.security import issue_api_key, key_digest, looks_like_api_key
 from app.teams.models import ApiKey, Role, Team
 
 # Writing last_used_at on every request would turn every read into a write; once a minute is enough.
 _LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class KeyLimitReached(Conflict):
+    code = "key_limit_reached"
+
+
+class KeyNotRotatable(Conflict):
+    code = "key_not_rotatable"
 
 
 @dataclass(frozen=True)
@@ -55,17 +66,94 @@ def find_team(session: Session, name_or_id: str) -> Team:
     return team
 
 
+def active_key_count(session: Session, team_id: str, *, now: datetime | None = None) -> int:
+    """The team's keys that still work: neither revoked nor expired."""
+    now = now or utcnow()
+    query = select(func.count(ApiKey.id)).where(
+        ApiKey.team_id == team_id,
+        ApiKey.revoked_at.is_(None),
+        or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+    )
+    return session.scalar(query) or 0
+
+
 def create_api_key(
-    session: Session, team: Team, role: Role, secret: str, label: str | None = None
+    session: Session,
+    team: Team,
+    role: Role,
+    secret: str,
+    label: str | None = None,
+    *,
+    expires_at: datetime | None = None,
+    max_active: int | None = None,
 ) -> tuple[ApiKey, str]:
-    """Store a new key for ``team``; returns the row and the plaintext (show it once)."""
+    """Store a new key for ``team``; returns the row and the plaintext (show it once).
+
+    ``expires_at`` (UTC, in the future) ends it; None keeps it until revoked. With
+    ``max_active``, a team that has that many working keys is refused (409).
+    """
+    now = utcnow()
+    if expires_at is not None and expires_at <= now:
+        raise InvalidInput(f"The expiry {expires_at:%Y-%m-%d %H:%M:%S} UTC is not in the future.")
+    if max_active is not None:
+        active = active_key_count(session, team.id, now=now)
+        if active >= max_active:
+            raise KeyLimitReached(
+                f"Team {team.name} has {active} of {max_active} active API keys; revoke one "
+                "(DELETE /v1/keys/{id} or `fopro admin revoke-key`) before creating another.",
+                details={"quota": "max_active_keys", "used": active, "limit": max_active},
+            )
     issued = issue_api_key(secret)
     key = ApiKey(
-        team_id=team.id, role=role.value, prefix=issued.prefix, digest=issued.digest, label=label
+        team_id=team.id,
+        role=role.value,
+        prefix=issued.prefix,
+        digest=issued.digest,
+        label=label,
+        expires_at=expires_at,
     )
     session.add(key)
     session.flush()
     return key, issued.plaintext
+
+
+def rotate_api_key(
+    session: Session,
+    old: ApiKey,
+    secret: str,
+    *,
+    grace: timedelta,
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
+    """Issue ``old``'s successor (same team, role and label, expiring at ``expires_at``, else
+    after as long a life as ``old`` was given, else never) and end ``old`` after ``grace``
+    (sooner if it expired sooner anyway), so clients can switch over.
+
+    Refused (409) for a key that is revoked, expired or already rotated. The cap on active keys
+    does not apply: the successor replaces a key that is on its way out.
+    """
+    now = utcnow()
+    if old.revoked_at is not None or (old.expires_at is not None and old.expires_at <= now):
+        raise KeyNotRotatable(
+            f"API key {old.prefix} ({old.id}) no longer works; create a new key instead."
+        )
+    if old.replaced_by is not None:
+        raise KeyNotRotatable(
+            f"API key {old.prefix} ({old.id}) was already rotated to {old.replaced_by}; rotate "
+            "that one, or revoke it and create a new key.",
+            details={"replaced_by": old.replaced_by},
+        )
+    if expires_at is None and old.expires_at is not None:
+        expires_at = now + (old.expires_at - old.created_at)
+    team = session.get_one(Team, old.team_id)
+    new, plaintext = create_api_key(
+        session, team, Role(old.role), secret, old.label, expires_at=expires_at
+    )
+    ends = now + grace
+    old.expires_at = ends if old.expires_at is None else min(old.expires_at, ends)
+    old.replaced_by = new.id
+    session.flush()
+    return new, plaintext
 
 
 def revoke_api_key(session: Session, prefix_or_id: str) -> ApiKey:
@@ -80,7 +168,8 @@ def revoke_api_key(session: Session, prefix_or_id: str) -> ApiKey:
 
 
 def authenticate(session: Session, presented: str, secret: str) -> Principal:
-    """Resolve a bearer key to its principal; unknown or revoked keys raise Unauthenticated."""
+    """Resolve a bearer key to its principal; unknown, revoked or expired keys raise
+    Unauthenticated. Notes the key's use at most once a minute (``last_used_at``)."""
     if not looks_like_api_key(presented):
         raise Unauthenticated("Malformed API key. Send `Authorization: Bearer fpk_...`.")
     key = session.scalar(select(ApiKey).where(ApiKey.digest == key_digest(presented, secret)))
@@ -89,7 +178,26 @@ def authenticate(session: Session, presented: str, secret: str) -> Principal:
     if key.revoked_at is not None:
         raise Unauthenticated("This API key was revoked. Ask your team admin for a new key.")
     now = utcnow()
+    if key.expires_at is not None and key.expires_at <= now:
+        successor = " (it was rotated: use the key that replaced it)" if key.replaced_by else ""
+        raise Unauthenticated(
+            f"This API key expired at {key.expires_at:%Y-%m-%d %H:%M:%S} UTC{successor}. Ask "
+            "your team admin for a new key.",
+            details={"expired_at": key.expires_at.isoformat()},
+        )
     if key.last_used_at is None or now - key.last_used_at > _LAST_USED_RESOLUTION:
-        key.last_used_at = now
+        # Guarded, so concurrent requests of one key (on any process) write once a minute.
+        session.execute(
+            update(ApiKey)
+            .where(
+                ApiKey.id == key.id,
+                or_(
+                    ApiKey.last_used_at.is_(None),
+                    ApiKey.last_used_at < now - _LAST_USED_RESOLUTION,
+                ),
+            )
+            .values(last_used_at=now)
+            .execution_options(synchronize_session=False)
+        )
         session.commit()
     return Principal(team_id=key.team_id, key_id=key.id, role=Role(key.role))

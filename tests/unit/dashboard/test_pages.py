@@ -251,7 +251,9 @@ def test_the_new_job_form_offers_the_engines_defaults_and_help(
     for name, info in HyperParams.model_fields.items():
         assert f'name="{name}"' in form, name
         assert str(escape(info.description)) in form, name
-        if not isinstance(info.default, bool):
+        if isinstance(info.default, str):  # a choice: the default is the selected option
+            assert f'<option value="{info.default}" selected>' in form, name
+        elif not isinstance(info.default, bool):
             assert f'name="{name}" value="{info.default}"' in form, name
     assert 'name="allow_random_weights"' in form  # admin only
 
