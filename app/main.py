@@ -10,11 +10,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.core.errors import ServiceError
+from app.core.metrics import install_metrics
 from app.core.ratelimit import RateLimitHeaders
 from app.core.request_id import REQUEST_ID_HEADER, current_request_id, install_request_ids
 from app.dashboard.router import install_dashboard
 from app.datasets.router import router as datasets_router
 from app.health import router as health_router
+from app.jobs.metrics import JOB_SYSTEM
 from app.jobs.router import router as jobs_router
 from app.students.router import links as download_links_router
 from app.students.router import router as students_router
@@ -80,6 +82,7 @@ def create_app() -> FastAPI:
 
     app.add_middleware(RateLimitHeaders)
     install_request_ids(app)
+    install_metrics(app, [JOB_SYSTEM])
     _install_error_handlers(app)
     app.include_router(health_router)
     app.include_router(teams_router, prefix="/v1")
