@@ -88,6 +88,7 @@ def worker(
     node = name or f"{queues.replace(',', '-')}-{os.getpid()}@{socket.gethostname()}"
     celery_app.worker_main(
         [
+            "--quiet",  # no banner: every line the worker writes is a JSON log record
             "worker",
             "--pool=solo",
             "--concurrency=1",

@@ -9,7 +9,14 @@ Select the GPU per worker with ``CUDA_VISIBLE_DEVICES``. The ``cpu`` queue may u
 
 from __future__ import annotations
 
+import logging
+import logging.config
+from typing import Any
+
+from celery.signals import setup_logging
+
 from app.core.config import get_settings
+from app.core.logging_config import worker_log_config
 from app.core.queue import Queue, TaskName, make_celery
 
 celery_app = make_celery(get_settings())
@@ -37,3 +44,11 @@ celery_app.conf.beat_schedule = {
 }
 
 ALL_QUEUES = ",".join(q.value for q in Queue)
+
+
+@setup_logging.connect
+def _json_logs(loglevel: int | str | None = None, **_: Any) -> None:
+    """Celery's own handlers are replaced (a receiver here tells Celery not to install them):
+    every line of the worker, Celery's included, is one JSON object."""
+    level = loglevel if isinstance(loglevel, str) else logging.getLevelName(loglevel or 20)
+    logging.config.dictConfig(worker_log_config(level))

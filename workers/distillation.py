@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import logging
+import logging.config
 import os
 import signal
 import sys
@@ -24,6 +25,7 @@ from sqlalchemy import select
 
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
+from app.core.logging_config import worker_log_config
 from app.core.storage import COPY_CHUNK_BYTES, ObjectStore, open_object_store
 from app.core.tenancy import team_object_key
 from app.datasets.models import Dataset, DatasetStatus
@@ -90,7 +92,7 @@ def run_in_child(job_id: str, owner: str, run_dir: str, parent_pid: int) -> None
     """Entry point of the spawned training process: run job ``job_id`` held by ``owner`` in the
     scratch folder ``run_dir`` (the supervisor removes it)."""
     die_with_parent(parent_pid)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.config.dictConfig(worker_log_config(job_id=job_id))
     settings = get_settings()
     run = DistillationRun(job_id, owner, settings, open_object_store(settings))
     run.execute(Path(run_dir))

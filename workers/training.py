@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope, utcnow
+from app.core.logging_config import job_log_context
 from app.core.queue import TaskName
 from app.datasets.models import Dataset, DatasetStatus
 from app.jobs.dispatch import release_and_resend
@@ -58,6 +59,11 @@ CHILD_POLL_S = 0.5
 @celery_app.task(name=TaskName.run_job.value)
 def run_job(job_id: str) -> dict[str, Any]:
     """Claim and run job ``job_id``; a job this worker cannot claim is left alone."""
+    with job_log_context(job_id):
+        return _claim_and_run(job_id)
+
+
+def _claim_and_run(job_id: str) -> dict[str, Any]:
     settings = get_settings()
     owner = new_lease_owner()
     lease = timedelta(seconds=settings.lease_seconds)

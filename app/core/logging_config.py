@@ -1,33 +1,95 @@
-"""How the API process logs: one line per record on stderr, each naming the request it served.
+"""How every process logs: one JSON object per line on stderr, naming the request and the job.
 
 ``fopro serve`` hands ``api_log_config()`` to uvicorn, which applies it before it loads the app,
-so uvicorn's access and error lines and the service's own loggers share the format.
+so uvicorn's access and error lines and the service's own loggers share the format. Celery
+workers apply ``worker_log_config()`` from its ``setup_logging`` signal (``workers.celery_app``)
+and each spawned training process applies it again for its one job.
+
+Every line has ``timestamp``, ``level``, ``logger``, ``message``, ``request_id`` and ``job_id``
+(``-`` when unknown), plus ``exc_info`` for an exception: a log shipper needs no parsing rules.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
-API_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s request_id=%(request_id)s %(message)s"
+# Fields of each line, in order; python-json-logger takes them from a %-style format.
+JSON_FIELDS = ("asctime", "levelname", "name", "message", "request_id", "job_id")
+RENAMED = {"asctime": "timestamp", "levelname": "level", "name": "logger"}
+UNKNOWN = "-"
+
+_job_id: ContextVar[str | None] = ContextVar("fopro_job_id", default=None)
 
 
-def api_log_config() -> dict[str, Any]:
-    """A ``logging.config.dictConfig`` mapping: every record at INFO or above, from uvicorn or
-    any other logger, goes to stderr in ``API_LOG_FORMAT``."""
+@contextmanager
+def job_log_context(job_id: str) -> Iterator[None]:
+    """Lines logged inside the block (this thread or task) carry ``job_id``."""
+    token = _job_id.set(job_id)
+    try:
+        yield
+    finally:
+        _job_id.reset(token)
+
+
+class JobIdFilter(logging.Filter):
+    """Sets ``record.job_id``: the job of the enclosing ``job_log_context``, else the filter's
+    ``job_id`` (a training process runs exactly one job), else ``-``. Also gives records that no
+    request filter saw ``request_id = -``, so every line has both fields."""
+
+    def __init__(self, job_id: str | None = None) -> None:
+        super().__init__()
+        self.job_id = job_id
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.job_id = _job_id.get() or self.job_id or UNKNOWN
+        if not hasattr(record, "request_id"):
+            record.request_id = UNKNOWN
+        return True
+
+
+def _config(filters: dict[str, dict[str, Any]], level: str) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` mapping: records at ``level`` or above, from any logger,
+    to stderr as JSON after ``filters``."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        # A string, resolved when applied: importing this module needs no API package.
-        "filters": {"request_id": {"()": "app.core.request_id.RequestIdFilter"}},
-        "formatters": {"request": {"format": API_LOG_FORMAT}},
+        # Strings, resolved when applied: importing this module needs neither API nor worker.
+        "filters": filters,
+        "formatters": {
+            "json": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "format": " ".join(f"%({name})s" for name in JSON_FIELDS),
+                "rename_fields": RENAMED,
+            }
+        },
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
-                "formatter": "request",
-                "filters": ["request_id"],
+                "formatter": "json",
+                "filters": list(filters),
             }
         },
-        # uvicorn's loggers, left unconfigured, propagate here instead of to handlers of their own.
-        "root": {"handlers": ["stderr"], "level": "INFO"},
+        # Loggers left unconfigured (uvicorn's, Celery's) propagate here.
+        "root": {"handlers": ["stderr"], "level": level.upper()},
     }
+
+
+def api_log_config() -> dict[str, Any]:
+    """The API's logging: each line names the request it was written for (``X-Request-ID``)."""
+    return _config(
+        {
+            "request_id": {"()": "app.core.request_id.RequestIdFilter"},
+            "job_id": {"()": "app.core.logging_config.JobIdFilter"},
+        },
+        "INFO",
+    )
+
+
+def worker_log_config(level: str = "INFO", job_id: str | None = None) -> dict[str, Any]:
+    """A worker's logging; ``job_id`` for a process that only ever runs that job."""
+    return _config({"job_id": {"()": "app.core.logging_config.JobIdFilter", "job_id": job_id}}, level)

@@ -4,6 +4,7 @@ and streams included), written on the log lines of the request; an unexpected er
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
@@ -302,10 +303,12 @@ def test_fopro_serve_writes_the_id_on_access_and_app_log_lines(tmp_path: Path) -
         assert the_id(response) == "rid-served"
     finally:
         api.stop()
-    lines = api.log_path.read_text().splitlines()
-    access = [line for line in lines if '"GET /v1/me HTTP/1.1" 401' in line]
+    # Every line is one JSON object.
+    lines = [json.loads(line) for line in api.log_path.read_text().splitlines()]
+    access = [line for line in lines if '"GET /v1/me HTTP/1.1" 401' in line["message"]]
     assert len(access) == 1, api.log_tail()
-    assert "uvicorn.access request_id=rid-served " in access[0]
-    startup = [line for line in lines if "Application startup complete" in line]
+    assert (access[0]["logger"], access[0]["request_id"]) == ("uvicorn.access", "rid-served")
+    startup = [line for line in lines if "Application startup complete" in line["message"]]
     assert len(startup) == 1, api.log_tail()
-    assert "request_id=- " in startup[0]  # outside any request
+    assert startup[0]["request_id"] == "-"  # outside any request
+    assert {"timestamp", "level", "job_id"} <= set(startup[0])
