@@ -92,4 +92,5 @@ def api_log_config() -> dict[str, Any]:
 
 def worker_log_config(level: str = "INFO", job_id: str | None = None) -> dict[str, Any]:
     """A worker's logging; ``job_id`` for a process that only ever runs that job."""
-    return _config({"job_id": {"()": "app.core.logging_config.JobIdFilter", "job_id": job_id}}, level)
+    job_filter = {"()": "app.core.logging_config.JobIdFilter", "job_id": job_id}
+    return _config({"job_id": job_filter}, level)
