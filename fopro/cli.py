@@ -69,6 +69,12 @@ def worker(
     beat: Annotated[
         bool, typer.Option(help="Also run Celery beat here (schedules the job reaper).")
     ] = False,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve this worker's /metrics on PORT (default FOPRO_WORKER_METRICS_PORT)."
+        ),
+    ] = None,
 ) -> None:
     """Run a Celery worker (solo pool: one process, one task at a time).
 
@@ -80,6 +86,9 @@ def worker(
     in the spawned training child, never in a process that forks. CPU-only hosts run the same
     command.
     """
+    if metrics_port is not None:
+        os.environ["FOPRO_WORKER_METRICS_PORT"] = str(metrics_port)
+        get_settings.cache_clear()
     from workers.celery_app import celery_app
 
     unknown = {q.strip() for q in queues.split(",")} - {"cpu", "gpu"}

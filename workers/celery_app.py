@@ -28,6 +28,7 @@ celery_app.conf.update(
         "workers.ingest",
         "workers.training",
         "workers.reaper",
+        "workers.metrics",
     ],
     worker_pool="solo",
     worker_concurrency=1,

@@ -39,6 +39,7 @@ from app.datasets.schemas import IngestOptions
 from app.datasets.validation_outcome import mark_failed, record_validation
 from foprokd.manifest import write_manifest
 from workers.celery_app import celery_app
+from workers.metrics import validation_done
 
 log = logging.getLogger("fopro.ingest")
 
@@ -103,11 +104,14 @@ def ingest_dataset(dataset_id: str, *, settings: Settings | None = None) -> str:
         return "skipped"
     images_prefix = target.key("images") + "/"
     store.delete_prefix(images_prefix)  # a previous attempt may have stored some
+    started = time.monotonic()
     try:
         result = _validate(target, store, settings)
     except DatasetGone:
         store.delete_prefix(images_prefix)
         return "deleted"
+    checked = (result.stats.get("progress") or {}).get("entries_done") or len(result.rows)
+    validation_done(int(checked), time.monotonic() - started)
     manifest_key = None
     if result.ok:
         manifest_key = _store_manifest(target, store, result, settings)

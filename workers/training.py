@@ -45,6 +45,7 @@ from app.jobs.models import Job, JobStatus
 from app.jobs.state import TERMINAL, transition
 from workers.celery_app import celery_app
 from workers.failures import describe_exit
+from workers.metrics import lease_renewed
 
 log = logging.getLogger("fopro.training")
 
@@ -228,10 +229,13 @@ class Supervisor:
     def _beat(self) -> Heartbeat | None:
         try:
             with session_scope() as session:
-                return heartbeat(session, self.job_id, self.owner, lease=self.lease)
+                beat = heartbeat(session, self.job_id, self.owner, lease=self.lease)
         except Exception:  # the database may be back next time; give up only after a lease
             log.warning("job %s: heartbeat failed", self.job_id, exc_info=True)
             return None
+        if beat.held:
+            lease_renewed()
+        return beat
 
     def _kill(self, child: BaseProcess) -> None:
         if child.is_alive():

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # A worker's own /metrics (tasks, lease renewals, validation throughput); 0 = not served.
+    # Several workers on one host need one port each (`fopro worker --metrics-port`).
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
 
     max_upload_bytes: int = Field(default=20 * 1024**3, gt=0)
     max_file_bytes: int = Field(default=64 * 1024**2, gt=0)
