@@ -29,7 +29,7 @@ from app.core.logging_config import worker_log_config
 from app.core.storage import COPY_CHUNK_BYTES, ObjectStore, open_object_store
 from app.core.tenancy import team_object_key
 from app.datasets.models import Dataset, DatasetStatus
-from app.jobs.dispatch import release_and_resend
+from app.jobs.dispatch import release_and_resend, requeue_and_resend
 from app.jobs.lease import end_attempt, move_checkpoint, record_event, write_progress
 from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import JobParams
@@ -51,6 +51,8 @@ log = logging.getLogger("fopro.training")
 PROGRESS_INTERVAL_S = 1.0  # at most one progress UPDATE per second
 POLL_INTERVAL_S = 0.5  # how often the job row is read for cancel / lease loss
 PR_SET_PDEATHSIG = 1
+# Set by SIGTERM: the run stops at its next step and the job goes back to the queue.
+SHUTDOWN = threading.Event()
 # Each phase after "preparing" starts with an info event: progress snapshots are sampled and a
 # short phase can fall between two of them, but the events are a durable record of each phase.
 # What of the pipeline's metrics the job row keeps (the curves are the epoch events).
@@ -92,6 +94,9 @@ def run_in_child(job_id: str, owner: str, run_dir: str, parent_pid: int) -> None
     """Entry point of the spawned training process: run job ``job_id`` held by ``owner`` in the
     scratch folder ``run_dir`` (the supervisor removes it)."""
     die_with_parent(parent_pid)
+    # The supervisor passes on its worker's shutdown; Ctrl-C reaches the whole process group.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: SHUTDOWN.set())
     logging.config.dictConfig(worker_log_config(job_id=job_id))
     settings = get_settings()
     run = DistillationRun(job_id, owner, settings, open_object_store(settings))
@@ -150,7 +155,7 @@ class JobCallbacks(PipelineCallbacks):
         self.latest_val: dict[str, Any] = {}
 
     def should_cancel(self) -> bool:
-        return self.watch.stop.is_set()
+        return self.watch.stop.is_set() or SHUTDOWN.is_set()
 
     def on_decode(self, done: int, total: int) -> None:
         self.run.preparing("decoding", done, total)
@@ -283,7 +288,10 @@ class DistillationRun:
             try:
                 self._run(job, dataset, run_dir, watch)
             except TrainingCancelled as exc:
-                self._cancelled(exc, watch)
+                if SHUTDOWN.is_set() and not watch.stop.is_set():
+                    self._requeue_for_shutdown(exc)
+                else:
+                    self._cancelled(exc, watch)
             except Exception as exc:
                 log.exception("job %s failed", self.job_id)
                 self._failed(exc)
@@ -403,6 +411,19 @@ class DistillationRun:
                 out.write(chunk)
 
     # --- endings other than success -------------------------------------------------------
+
+    def _requeue_for_shutdown(self, exc: TrainingCancelled) -> None:
+        resume = (
+            f"resumes from epoch {self.checkpoint_epoch}'s checkpoint"
+            if self.checkpoint_epoch
+            else "starts over (no epoch finished yet)"
+        )
+        reason = (
+            f"its worker is shutting down (SIGTERM) at epoch {exc.epoch}, step {exc.step}; "
+            f"the next run {resume}"
+        )
+        with session_scope() as session:
+            requeue_and_resend(session, self.job_id, reason=reason, lease_owner=self.owner)
 
     def _cancelled(self, exc: TrainingCancelled, watch: JobWatch) -> None:
         if watch.lease_lost.is_set():

@@ -13,9 +13,14 @@ process heart-beats the lease every ``heartbeat_seconds``. It kills the child wh
 The child dies with this process (``PR_SET_PDEATHSIG`` + a watchdog), so ``kill -9`` of the
 worker never leaves a trainer behind; the lease then expires and the reaper requeues the job.
 A child that dies on its own (OOM killer, segfault) leaves the job running under our lease: we
-requeue it, or fail it once its attempts are spent, with a reason naming the signal. A worker
-stopped mid-run (Celery's warm shutdown waits for the task; the orchestrator then kills it)
-loses the run like a crash: the lease expires, the reaper requeues, the next run resumes.
+requeue it, or fail it once its attempts are spent, with a reason naming the signal.
+
+A worker told to stop (SIGTERM or Ctrl-C: what ``docker stop`` and Kubernetes send) does not wait
+for the run to end nor let its lease expire: Celery's warm shutdown announces itself
+(``worker_shutting_down``), the supervisor passes SIGTERM to the child, which stops at its next
+step boundary, keeps its last epoch's checkpoint and puts the job back in the queue at once,
+without counting an attempt. A child that does not stop within ``cancel_grace_seconds`` is killed
+and the supervisor requeues the job itself.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,6 +38,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from celery.signals import worker_shutting_down
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -39,7 +47,7 @@ from app.core.db import session_scope, utcnow
 from app.core.logging_config import job_log_context
 from app.core.queue import TaskName
 from app.datasets.models import Dataset, DatasetStatus
-from app.jobs.dispatch import release_and_resend
+from app.jobs.dispatch import release_and_resend, requeue_and_resend
 from app.jobs.lease import Heartbeat, claim_job, end_attempt, heartbeat, new_lease_owner
 from app.jobs.models import Job, JobStatus
 from app.jobs.state import TERMINAL, transition
@@ -55,6 +63,15 @@ FINISH_GRACE_S = 30.0
 # ``sweep_run_dirs``): by then its own supervisor has removed it, or is dead.
 SWEEP_GRACE = timedelta(seconds=2 * FINISH_GRACE_S)
 CHILD_POLL_S = 0.5
+SHUTDOWN_REASON = "its worker is shutting down (SIGTERM)"
+
+# Set once this worker begins its warm shutdown; the running supervisor winds its run down.
+_draining = threading.Event()
+
+
+@worker_shutting_down.connect
+def _drain(**_: Any) -> None:
+    _draining.set()
 
 
 @celery_app.task(name=TaskName.run_job.value)
@@ -154,7 +171,8 @@ class Outcome:
     """How supervision ended: the child's exit code and what the supervisor had to do."""
 
     exitcode: int | None
-    action: str  # "finished" | "killed_after_cancel" | "killed_lease_lost" | "released"
+    # "finished" | "killed_after_cancel" | "killed_lease_lost" | "released" | "requeued_on_shutdown"
+    action: str
 
     def as_dict(self) -> dict[str, Any]:
         return {"exitcode": self.exitcode, "action": self.action}
@@ -196,11 +214,20 @@ class Supervisor:
     def _supervise(self, child: BaseProcess) -> Outcome:
         last_ok = next_beat = time.monotonic()
         cancel_seen: float | None = None
+        stop_asked: float | None = None
         while True:
             child.join(CHILD_POLL_S)
             if not child.is_alive():
                 return Outcome(child.exitcode, self._settle(child.exitcode))
             now = time.monotonic()
+            if _draining.is_set() and stop_asked is None and child.pid is not None:
+                log.warning("job %s: worker shutting down; stopping the training", self.job_id)
+                os.kill(child.pid, signal.SIGTERM)
+                stop_asked = now
+            if stop_asked is not None and now - stop_asked > self.cancel_grace_s:
+                self._kill(child)
+                self._settle(child.exitcode)
+                return Outcome(child.exitcode, "requeued_on_shutdown")
             if now >= next_beat:
                 next_beat = now + self.heartbeat_s
                 beat = self._beat()
@@ -265,6 +292,11 @@ class Supervisor:
             )
             if still_ours is None:
                 return "finished"
+            if _draining.is_set():
+                requeue_and_resend(
+                    session, self.job_id, reason=SHUTDOWN_REASON, lease_owner=self.owner
+                )
+                return "requeued_on_shutdown"
             reason = describe_exit(exitcode)
             log.error("job %s: %s", self.job_id, reason)
             release_and_resend(

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.core import queue
 from app.core.db import utcnow
-from app.jobs.lease import release_or_fail
+from app.jobs.lease import release_or_fail, requeue_after_shutdown
 from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import CELERY_PRIORITY, Priority
 from app.jobs.state import forget_cached_job
@@ -54,3 +54,12 @@ def release_and_resend(
         priority = session.scalar(select(Job.priority).where(Job.id == job_id))
         enqueue_job(session, job_id, priority or Priority.normal.value)
     return outcome
+
+
+def requeue_and_resend(session: Session, job_id: str, *, reason: str, lease_owner: str) -> bool:
+    """``requeue_after_shutdown`` the run ``lease_owner`` is giving up, and send the job again."""
+    if not requeue_after_shutdown(session, job_id, lease_owner, reason=reason):
+        return False
+    priority = session.scalar(select(Job.priority).where(Job.id == job_id))
+    enqueue_job(session, job_id, priority or Priority.normal.value)
+    return True

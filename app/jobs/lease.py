@@ -208,6 +208,23 @@ def release_or_fail(
     return target if moved else None
 
 
+def requeue_after_shutdown(session: Session, job_id: str, owner: str, *, reason: str) -> bool:
+    """``running → queued`` at once because ``owner``'s worker is shutting down (SIGTERM from an
+    orchestrator), the attempt not counted: the job did nothing wrong. The caller sends it
+    again. False when the lease was lost meanwhile or a cancel was requested (that wins)."""
+    return transition(
+        session,
+        job_id,
+        source=JobStatus.running,
+        target=JobStatus.queued,
+        lease_owner=owner,
+        message=f"Stopped because {reason}; queued again.",
+        guards=[Job.cancel_requested.is_(False)],
+        values={"lease_owner": None, "lease_expires_at": None, "enqueued_at": None, "phase": None},
+        data={"reason": reason},
+    )
+
+
 def record_event(
     session: Session,
     job_id: str,

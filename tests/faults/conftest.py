@@ -1,0 +1,96 @@
+"""Fault injection on the production deployment: PostgreSQL, a Redis broker the test owns (on its
+own port, so it can be stopped), SeaweedFS S3 and real `fopro worker` processes.
+
+Leases are short (5 s, heartbeat 1 s) so a lost worker's job is reaped within seconds; jobs are
+tiny (random-weight resnet18s on 32 px textures, two steps an epoch) so each test runs in tens
+of seconds. Every process a test starts is stopped by its fixture, whatever the outcome.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.core.config import get_settings
+from app.core.db import get_sessionmaker
+from app.core.migrate import upgrade
+from app.core.storage import open_object_store
+from app.teams.models import Role
+from tests.conftest import free_port
+from tests.integration.jobs.conftest import Deployment
+from tests.support.redis_server import RedisServer
+from tests.support.seaweed import S3Server
+from tests.support.service import configure_service, reset_service_caches
+from tests.unit.jobs.ready_dataset import make_team_key, put_ready_dataset
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+Deploy = Callable[..., Deployment]
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(free_port(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def deploy(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pg_url: str,
+    redis_server: RedisServer,
+    request: pytest.FixtureRequest,
+) -> Iterator[Deploy]:
+    """``deploy(s3=None, **settings)``: the API in-process (TestClient) against Postgres, the
+    test's Redis and ``s3`` (default: the session's SeaweedFS), ``settings`` as FOPRO_ values."""
+    stack = ExitStack()
+
+    def make(s3: S3Server | None = None, **settings: str) -> Deployment:
+        s3 = s3 or request.getfixturevalue("s3_server")
+        env = {
+            "FOPRO_ENV": "test",
+            "FOPRO_DATA_DIR": str(tmp_path / "fopro"),
+            "FOPRO_LEASE_SECONDS": "5",
+            "FOPRO_HEARTBEAT_SECONDS": "1",
+            "FOPRO_DATABASE_URL": pg_url,
+            "FOPRO_BROKER_URL": redis_server.url,
+            "FOPRO_RESULT_BACKEND": redis_server.url,
+            "FOPRO_STORAGE_URL": f"s3://{s3.bucket}/faults-{secrets.token_hex(4)}",
+            "FOPRO_S3_ENDPOINT": s3.endpoint,
+            "FOPRO_S3_ACCESS_KEY": s3.access_key,
+            "FOPRO_S3_SECRET_KEY": s3.secret_key,
+            "FOPRO_S3_REGION": s3.region,
+            **{f"FOPRO_{name.upper()}": value for name, value in settings.items()},
+        }
+        configure_service(
+            monkeypatch,
+            tmp_path / "fopro",
+            **{k.removeprefix("FOPRO_").lower(): v for k, v in env.items() if k != "FOPRO_DATA_DIR"},
+        )
+        upgrade(get_settings().database_url)
+        store = open_object_store(get_settings())
+        with get_sessionmaker()() as session:
+            team_id, key = make_team_key(session, Role.admin)
+            dataset = put_ready_dataset(session, store, team_id, per_class=6)
+        from app.main import app
+
+        client = stack.enter_context(TestClient(app, raise_server_exceptions=False))
+        deployed = Deployment("production", env, client, store, key, dataset.id, tmp_path)
+        stack.callback(lambda: [worker.stop() for worker in deployed.workers])
+        return deployed
+
+    try:
+        yield make
+    finally:
+        stack.close()
+        reset_service_caches()
