@@ -26,7 +26,7 @@ from sqlalchemy import select
 from app.core.config import Settings, get_settings
 from app.core.db import session_scope
 from app.core.logging_config import worker_log_config
-from app.core.storage import COPY_CHUNK_BYTES, ObjectStore, open_object_store
+from app.core.storage import COPY_CHUNK_BYTES, ObjectStore, StoreUnavailable, open_object_store
 from app.core.tenancy import team_object_key
 from app.datasets.models import Dataset, DatasetStatus
 from app.jobs.dispatch import release_and_resend, requeue_and_resend
@@ -49,6 +49,9 @@ from workers.failures import DatasetUnusable, describe_failure
 log = logging.getLogger("fopro.training")
 
 PROGRESS_INTERVAL_S = 1.0  # at most one progress UPDATE per second
+# How long a checkpoint upload is retried while the object store is unreachable (a restart, a
+# network blip); training waits meanwhile, since its next epoch would need the checkpoint anyway.
+CHECKPOINT_RETRY_S = 180.0
 POLL_INTERVAL_S = 0.5  # how often the job row is read for cancel / lease loss
 PR_SET_PDEATHSIG = 1
 # Set by SIGTERM: the run stops at its next step and the job goes back to the queue.
@@ -262,8 +265,7 @@ class DistillationRun:
         key = team_object_key(
             self.team_id, "jobs", self.job_id, "checkpoints", f"epoch_{epoch:04d}.pt"
         )
-        with path.open("rb") as handle:
-            self.store.put(key, handle, size=path.stat().st_size)
+        self._upload_checkpoint(key, path, epoch)
         with session_scope() as session:
             moved = move_checkpoint(session, self.job_id, self.owner, key=key, epoch=epoch)
         previous, self.checkpoint_key, self.checkpoint_epoch = self.checkpoint_key, key, epoch
@@ -271,6 +273,27 @@ class DistillationRun:
         own_prefix = team_object_key(self.team_id, "jobs", self.job_id, "checkpoints", "")
         if moved and previous and previous != key and previous.startswith(own_prefix):
             self.store.delete(previous)
+
+    def _upload_checkpoint(self, key: str, path: Path, epoch: int) -> None:
+        """Put the checkpoint at ``key``, retrying with back-off through a store outage of up
+        to ``CHECKPOINT_RETRY_S``; a failed try leaves no object (puts are atomic)."""
+        delay, deadline = 1.0, time.monotonic() + CHECKPOINT_RETRY_S
+        while True:
+            try:
+                with path.open("rb") as handle:
+                    self.store.put(key, handle, size=path.stat().st_size)
+                return
+            except StoreUnavailable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                if delay == 1.0:  # once per checkpoint: the user sees why the run pauses
+                    self.event(
+                        EventKind.warning,
+                        f"Epoch {epoch}'s checkpoint could not be stored ({exc}); retrying.",
+                    )
+                log.warning("job %s: checkpoint upload failed, retry in %.0f s", self.job_id, delay)
+                time.sleep(delay)
+                delay = min(2 * delay, 15.0)
 
     # --- the run --------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import OperationalError
 
 from app.core.errors import ServiceError
-from app.core.storage import StoreUnavailable
+from app.core.storage import StorageFull, StoreUnavailable
 from foprokd.errors import (
     CheckpointInvalid,
     ManifestInvalid,
@@ -61,6 +61,12 @@ def describe_failure(exc: BaseException) -> Failure:
             if code == "invalid_dataset":
                 reason = f"The dataset cannot be used: {exc}"
             return Failure(code, reason)
+    if isinstance(exc, StorageFull):
+        return Failure(
+            "storage_full",
+            f"The object store is full: {exc}. Nothing partial was kept; free space, then "
+            "retry the job (it resumes from its last checkpoint).",
+        )
     if isinstance(exc, StoreUnavailable | OperationalError):
         return Failure(
             "infrastructure",

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     # host:port browsers use for presigned URLs when it differs from s3_endpoint (e.g. in compose).
     s3_public_endpoint: str | None = None
 
+    # The local object store refuses a write that would leave less free space than this on its
+    # disk (0: only a full disk stops it); the database and logs often share that disk.
+    local_store_min_free_bytes: int = Field(default=0, ge=0)
+
     weights_dir: Path | None = None
 
     secret_key: str = DEV_SECRET

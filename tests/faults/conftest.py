@@ -51,31 +51,44 @@ def deploy(
     redis_server: RedisServer,
     request: pytest.FixtureRequest,
 ) -> Iterator[Deploy]:
-    """``deploy(s3=None, **settings)``: the API in-process (TestClient) against Postgres, the
-    test's Redis and ``s3`` (default: the session's SeaweedFS), ``settings`` as FOPRO_ values."""
+    """``deploy(s3=None, embedded=False, worker_settings=None, **settings)``: the API in-process
+    (TestClient) against Postgres, the test's Redis and ``s3`` (default: the session's
+    SeaweedFS), or the embedded defaults (SQLite, local objects); ``settings`` as FOPRO_ values
+    for the API and the workers, ``worker_settings`` for the workers only."""
     stack = ExitStack()
 
-    def make(s3: S3Server | None = None, **settings: str) -> Deployment:
-        s3 = s3 or request.getfixturevalue("s3_server")
+    def make(
+        s3: S3Server | None = None,
+        *,
+        embedded: bool = False,
+        worker_settings: dict[str, str] | None = None,
+        **settings: str,
+    ) -> Deployment:
         env = {
             "FOPRO_ENV": "test",
             "FOPRO_DATA_DIR": str(tmp_path / "fopro"),
             "FOPRO_LEASE_SECONDS": "5",
             "FOPRO_HEARTBEAT_SECONDS": "1",
-            "FOPRO_DATABASE_URL": pg_url,
-            "FOPRO_BROKER_URL": redis_server.url,
-            "FOPRO_RESULT_BACKEND": redis_server.url,
-            "FOPRO_STORAGE_URL": f"s3://{s3.bucket}/faults-{secrets.token_hex(4)}",
-            "FOPRO_S3_ENDPOINT": s3.endpoint,
-            "FOPRO_S3_ACCESS_KEY": s3.access_key,
-            "FOPRO_S3_SECRET_KEY": s3.secret_key,
-            "FOPRO_S3_REGION": s3.region,
-            **{f"FOPRO_{name.upper()}": value for name, value in settings.items()},
         }
+        if not embedded:
+            s3 = s3 or request.getfixturevalue("s3_server")
+            env |= {
+                "FOPRO_DATABASE_URL": pg_url,
+                "FOPRO_BROKER_URL": redis_server.url,
+                "FOPRO_RESULT_BACKEND": redis_server.url,
+                "FOPRO_STORAGE_URL": f"s3://{s3.bucket}/faults-{secrets.token_hex(4)}",
+                "FOPRO_S3_ENDPOINT": s3.endpoint,
+                "FOPRO_S3_ACCESS_KEY": s3.access_key,
+                "FOPRO_S3_SECRET_KEY": s3.secret_key,
+                "FOPRO_S3_REGION": s3.region,
+            }
+        env |= {f"FOPRO_{name.upper()}": value for name, value in settings.items()}
         configure_service(
             monkeypatch,
             tmp_path / "fopro",
-            **{k.removeprefix("FOPRO_").lower(): v for k, v in env.items() if k != "FOPRO_DATA_DIR"},
+            **{
+                k.removeprefix("FOPRO_").lower(): v for k, v in env.items() if k != "FOPRO_DATA_DIR"
+            },
         )
         upgrade(get_settings().database_url)
         store = open_object_store(get_settings())
@@ -85,7 +98,9 @@ def deploy(
         from app.main import app
 
         client = stack.enter_context(TestClient(app, raise_server_exceptions=False))
-        deployed = Deployment("production", env, client, store, key, dataset.id, tmp_path)
+        workers_env = env | {f"FOPRO_{k.upper()}": v for k, v in (worker_settings or {}).items()}
+        name = "embedded" if embedded else "production"
+        deployed = Deployment(name, workers_env, client, store, key, dataset.id, tmp_path)
         stack.callback(lambda: [worker.stop() for worker in deployed.workers])
         return deployed
 

@@ -23,7 +23,7 @@ def epochs_of(events: list[dict[str, Any]]) -> list[int]:
 
 
 def kill_mid_epoch(deployment: Deployment, job_id: str, past_epoch: int) -> None:
-    """Start a worker, let it finish epoch ``past_epoch``, then SIGKILL it (its trainer dies too)."""
+    """Start a worker, let it checkpoint epoch ``past_epoch``, then SIGKILL it (and its trainer)."""
     worker = deployment.start_worker()
     deployment.wait_for(
         job_id,
@@ -112,7 +112,8 @@ def test_sigterm_to_a_worker_stops_at_a_step_and_requeues_the_job_at_once(
     saved = job["checkpoint_epoch"]
     with get_sessionmaker()() as session:
         key = session.get_one(Job, job_id).checkpoint_key
-    assert key is not None and deployment.store.exists(key)
+    assert key is not None
+    assert deployment.store.exists(key)
 
     deployment.start_worker()
     done = deployment.wait_terminal(job_id, timeout_s=240)

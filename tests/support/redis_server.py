@@ -30,7 +30,17 @@ class RedisServer:
         assert binary, "redis-server is not installed (apt-get install redis-server)"
         log = (self.workdir / "redis.log").open("ab")
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,

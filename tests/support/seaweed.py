@@ -146,8 +146,33 @@ def _wait_until_serving(
     return f"S3 did not answer within {STARTUP_TIMEOUT_S:.0f} s (last error: {last_error})"
 
 
+@dataclass
+class SeaweedProcess:
+    """A `weed mini` a test may stop and start again: same ports, data dir and credentials."""
+
+    server: S3Server
+    command: list[str]
+    env: dict[str, str]
+    data_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str | None:
+        """Start it and wait until the bucket answers; None when serving, else why not."""
+        with self.server.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.data_dir
+            )
+        return _wait_until_serving(
+            self.process, self.server, deadline=time.monotonic() + STARTUP_TIMEOUT_S
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _stop(self.process)
+
+
 @contextmanager
-def run_seaweed(workdir: Path, *, bucket: str = "fopro-test") -> Iterator[S3Server]:
+def run_seaweed_process(workdir: Path, *, bucket: str = "fopro-test") -> Iterator[SeaweedProcess]:
     """Run `weed mini` with its data and log under `workdir` until the block exits.
 
     Retries on fresh ports when the server dies at start-up (a port taken between our probe and
@@ -191,21 +216,23 @@ def run_seaweed(workdir: Path, *, bucket: str = "fopro-test") -> Iterator[S3Serv
             socket_dir = Path(tempfile.mkdtemp(prefix="weed-"))
             cleanup.callback(shutil.rmtree, socket_dir, ignore_errors=True)
             command.append(f"-s3.localSocket={socket_dir / 's3.sock'}")
-            log = cleanup.enter_context(log_path.open("wb"))
-            process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data_dir
-            )
-            cleanup.callback(_stop, process)
-            problem = _wait_until_serving(
-                process, server, deadline=time.monotonic() + STARTUP_TIMEOUT_S
-            )
+            weed = SeaweedProcess(server, command, env, data_dir)
+            cleanup.callback(weed.stop)
+            problem = weed.start()
             if problem is None:
-                yield server
+                yield weed
                 return
             failures.append(f"attempt {attempt}: {problem}\n{_log_tail(log_path)}")
-            if process.poll() is None:
+            if weed.process is not None and weed.process.poll() is None:
                 break  # alive but not serving: new ports would not help
     pytest.fail("SeaweedFS S3 server did not start:\n" + "\n\n".join(failures), pytrace=False)
+
+
+@contextmanager
+def run_seaweed(workdir: Path, *, bucket: str = "fopro-test") -> Iterator[S3Server]:
+    """``run_seaweed_process`` for callers that only need the connection facts."""
+    with run_seaweed_process(workdir, bucket=bucket) as weed:
+        yield weed.server
 
 
 @pytest.fixture(scope="session")

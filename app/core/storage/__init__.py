@@ -34,6 +34,7 @@ from app.core.storage.errors import (
     ObjectSizeMismatch,
     ObjectStoreError,
     StorageConfigError,
+    StorageFull,
     StoreUnavailable,
 )
 from app.core.storage.keys import validate_object_key
@@ -55,6 +56,7 @@ __all__ = [
     "ObjectStoreError",
     "S3ObjectStore",
     "StorageConfigError",
+    "StorageFull",
     "StoreSettings",
     "StoreUnavailable",
     "content_disposition",
@@ -71,7 +73,10 @@ def open_object_store(settings: StoreSettings) -> ObjectStore:
         if not relative:
             raise StorageConfigError("storage_url 'file://' needs a directory: file:///abs/dir")
         # Relative roots live in the data dir, so the embedded deployment stays in one folder.
-        return LocalObjectStore(Path(settings.data_dir) / relative)
+        return LocalObjectStore(
+            Path(settings.data_dir) / relative,
+            min_free_bytes=settings.local_store_min_free_bytes,
+        )
     if url.scheme == "s3":
         return open_s3_store(settings, bucket=url.netloc, prefix=url.path.strip("/"))
     raise StorageConfigError(

@@ -68,6 +68,9 @@ class StoreSettings(Protocol):
     @property
     def data_dir(self) -> Path: ...
 
+    @property
+    def local_store_min_free_bytes(self) -> int: ...
+
 
 class ObjectStore(Protocol):
     """Blob storage keyed by validated relative paths.

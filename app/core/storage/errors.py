@@ -35,6 +35,11 @@ class StoreUnavailable(ObjectStoreError):
     """The store cannot be reached or refuses us (network, credentials, permissions)."""
 
 
+class StorageFull(ObjectStoreError):
+    """The store has no room for the object (its disk is full or below its free-space floor);
+    nothing of the object was kept."""
+
+
 class MultipartUnsupported(ObjectStoreError):
     """The backend has no client-side multipart uploads (the local directory store)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -18,6 +19,7 @@ from app.core.storage.errors import (
     InvalidRange,
     MultipartUnsupported,
     ObjectNotFound,
+    StorageFull,
     StoreUnavailable,
 )
 from app.core.storage.keys import check_range, validate_object_key, validate_prefix
@@ -32,10 +34,15 @@ class LocalObjectStore:
     writer is ignored rather than trusted), and `root/.tmp/` the uploads in progress. The local
     store cannot hold both `a` and `a/b` (a file cannot be a directory): such a put raises
     `InvalidObjectKey`.
+
+    A put that would leave less than `min_free_bytes` free on the store's filesystem, or that
+    runs out of space (ENOSPC), raises `StorageFull` and keeps nothing of the object: the floor
+    leaves room for the database and logs that share the disk.
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, min_free_bytes: int = 0) -> None:
         self.root = root.resolve()
+        self.min_free_bytes = min_free_bytes
         self._objects = self.root / "objects"
         self._meta = self.root / "meta"
         self._tmp = self.root / ".tmp"
@@ -55,6 +62,7 @@ class LocalObjectStore:
         try:
             with os.fdopen(fd, "wb") as out:
                 while chunk := reader.read(COPY_CHUNK_BYTES):
+                    self._check_room(key, len(chunk))
                     out.write(chunk)
                 out.flush()
                 os.fsync(out.fileno())
@@ -68,6 +76,11 @@ class LocalObjectStore:
             }
             self._write_sidecar(key, sidecar)
             self._place(key, Path(tmp_name), path)
+        except OSError as exc:
+            Path(tmp_name).unlink(missing_ok=True)
+            if exc.errno == errno.ENOSPC:
+                raise StorageFull(f"no space left on the store's disk for {key!r}") from exc
+            raise
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
@@ -212,6 +225,19 @@ class LocalObjectStore:
             "the local object store has no multipart uploads: stream the file through the API, "
             "or configure an s3:// storage_url for direct client uploads"
         )
+
+    def _check_room(self, key: str, incoming: int) -> None:
+        """Refuse ``incoming`` more bytes when they would leave less than ``min_free_bytes``."""
+        if not self.min_free_bytes:
+            return
+        stats = os.statvfs(self._tmp)
+        free = stats.f_bavail * stats.f_frsize
+        if free - incoming < self.min_free_bytes:
+            raise StorageFull(
+                f"storing {key!r} would leave {max(free - incoming, 0)} bytes free on the store's "
+                f"disk, below FOPRO_LOCAL_STORE_MIN_FREE_BYTES={self.min_free_bytes}; free space "
+                "or delete old jobs and datasets"
+            )
 
     def _open_file(self, key: str) -> io.BufferedReader:
         try:

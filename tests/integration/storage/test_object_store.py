@@ -54,6 +54,7 @@ class StoreSettingsForTest:
     s3_region: str = "us-east-1"
     s3_secure: bool = False
     s3_public_endpoint: str | None = None
+    local_store_min_free_bytes: int = 0
 
 
 class StreamBroke(Exception):
