@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
+from kombu.exceptions import ChannelError
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -33,6 +34,10 @@ BROKER_TIMEOUT_S = 2
 class JobSystemCollector(Collector):
     """Collects at scrape time. A source that does not answer shows as
     ``fopro_metrics_source_up{source}`` 0, its series left out, instead of failing the scrape."""
+
+    def describe(self) -> Iterator[Metric]:
+        # Without it the registry would call ``collect`` (the DB and the broker) on register.
+        return iter(())
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -139,7 +144,11 @@ def _from_broker() -> Iterable[Metric]:
         conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_S)
         channel: Any = conn.default_channel  # kombu types it as StdChannel, without queue_declare
         for queue in Queue:
-            declared = channel.queue_declare(queue=queue.value, passive=True)
+            try:
+                declared = channel.queue_declare(queue=queue.value, passive=True)
+            except ChannelError:  # not declared yet (no worker consumed it): nothing waits
+                depth.add_metric([queue.value], 0.0)
+                continue
             depth.add_metric([queue.value], float(declared.message_count))
     return [depth]
 
