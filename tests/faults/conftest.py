@@ -2,8 +2,9 @@
 own port, so it can be stopped), SeaweedFS S3 and real `fopro worker` processes.
 
 Leases are short (5 s, heartbeat 1 s) so a lost worker's job is reaped within seconds; jobs are
-tiny (random-weight resnet18s on 32 px textures, two steps an epoch) so each test runs in tens
-of seconds. Every process a test starts is stopped by its fixture, whatever the outcome.
+tiny (a random-weight resnet18 student on 32 px textures, two steps an epoch, ``METHOD``) so
+each test runs in tens of seconds. Every process a test starts is stopped by its fixture,
+whatever the outcome.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from tests.unit.jobs.ready_dataset import make_team_key, put_ready_dataset
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 Deploy = Callable[..., Deployment]
+# The student alone (no teacher to load or run): the cheapest real training, and the faults
+# under test are in the machinery around it, the same for every method.
+METHOD = "bsm"
 
 
 @pytest.fixture

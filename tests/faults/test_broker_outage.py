@@ -8,7 +8,7 @@ import pytest
 
 from app.core.db import get_sessionmaker
 from app.jobs.models import Job
-from tests.faults.conftest import Deploy
+from tests.faults.conftest import METHOD, Deploy
 from tests.support.redis_server import RedisServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -19,7 +19,7 @@ def test_redis_down_mid_job_readyz_names_the_broker_and_jobs_submitted_meanwhile
 ) -> None:
     deployment = deploy()
     deployment.start_worker()
-    running = deployment.submit(epochs=10).json()["id"]
+    running = deployment.submit(epochs=6, method=METHOD).json()["id"]
     deployment.wait_for(running, lambda j: j["status"] == "running", 120, "started")
 
     redis_server.stop()
@@ -29,7 +29,7 @@ def test_redis_down_mid_job_readyz_names_the_broker_and_jobs_submitted_meanwhile
     assert body["checks"] == {"database": "ok", "broker": "failed", "store": "ok"}
     assert "broker" in body["error"]["message"]
     # Submitting still works: the job is committed and waits to be sent.
-    during = deployment.submit(epochs=1)
+    during = deployment.submit(epochs=1, method=METHOD)
     assert during.status_code == 201, during.text
     waiting = during.json()["id"]
     with get_sessionmaker()() as session:

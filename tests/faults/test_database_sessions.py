@@ -9,7 +9,7 @@ from collections import Counter
 import psycopg
 import pytest
 
-from tests.faults.conftest import Deploy
+from tests.faults.conftest import METHOD, Deploy
 from tests.unit.jobs.ready_dataset import auth
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -29,10 +29,10 @@ def terminate_sessions(pg_url: str) -> int:
 def test_terminated_sessions_reconnect_and_no_event_is_lost_or_doubled(
     deploy: Deploy, pg_url: str
 ) -> None:
-    epochs = 10
+    epochs = 6
     deployment = deploy()
     deployment.start_worker()
-    job_id = deployment.submit(epochs=epochs).json()["id"]
+    job_id = deployment.submit(epochs=epochs, method=METHOD).json()["id"]
     deployment.wait_for(job_id, lambda j: (j["checkpoint_epoch"] or 0) >= 1, 180, "trained")
 
     terminated = 0

@@ -22,6 +22,7 @@ from app.jobs.models import Job
 from app.teams.models import Role
 from fopro.local_service import STOP_GRACE_S
 from tests.conftest import free_port
+from tests.faults.conftest import METHOD
 from tests.integration.jobs.conftest import TEST_PARAMS
 from tests.support.service import configure_service, reset_service_caches
 from tests.unit.jobs.ready_dataset import auth, make_team_key, put_ready_dataset
@@ -74,6 +75,7 @@ def test_sigterm_to_fopro_up_stops_every_child_in_the_grace_time_and_requeues_it
             "dataset_id": dataset.id,
             "teacher": "resnet18",
             "student": "resnet18",
+            "method": METHOD,
             "params": {**TEST_PARAMS, "epochs": 200},
         }
         created = httpx.post(f"{url}/v1/jobs", json=body, headers=auth(key), timeout=30)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import Deploy
+from tests.faults.conftest import METHOD, Deploy
 from tests.unit.jobs.ready_dataset import auth
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -22,7 +22,7 @@ def test_a_full_store_fails_the_job_as_storage_full_keeping_nothing_partial(
     floor = 2 * probe.f_bavail * probe.f_frsize + 1
     deployment = deploy(embedded=True, worker_settings={"local_store_min_free_bytes": str(floor)})
     deployment.start_worker()
-    job_id = deployment.submit(epochs=3).json()["id"]
+    job_id = deployment.submit(epochs=3, method=METHOD).json()["id"]
 
     job = deployment.wait_terminal(job_id, timeout_s=180)
 

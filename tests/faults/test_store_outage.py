@@ -9,7 +9,7 @@ import pytest
 
 from app.core.db import get_sessionmaker
 from app.jobs.models import Job
-from tests.faults.conftest import Deploy
+from tests.faults.conftest import METHOD, Deploy
 from tests.support.seaweed import run_seaweed_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -24,11 +24,11 @@ def checkpoint_pointer(job_id: str) -> tuple[str | None, int | None]:
 def test_checkpoint_uploads_are_retried_through_an_s3_restart_and_never_point_at_nothing(
     deploy: Deploy, tmp_path: Path
 ) -> None:
-    epochs = 10
+    epochs = 6
     with run_seaweed_process(tmp_path / "weed") as weed:
         deployment = deploy(s3=weed.server)
         deployment.start_worker()
-        job_id = deployment.submit(epochs=epochs).json()["id"]
+        job_id = deployment.submit(epochs=epochs, method=METHOD).json()["id"]
         deployment.wait_for(job_id, lambda j: (j["checkpoint_epoch"] or 0) >= 1, 180, "trained")
 
         weed.stop()

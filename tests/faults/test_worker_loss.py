@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from app.core.db import get_sessionmaker
 from app.jobs.models import Job
-from tests.faults.conftest import Deploy
+from tests.faults.conftest import METHOD, Deploy
 from tests.integration.jobs.conftest import Deployment, all_exited
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(480)]
@@ -42,7 +42,7 @@ def test_kill_9_twice_mid_job_still_succeeds_losing_at_most_the_epoch_in_flight(
 ) -> None:
     epochs = 6
     deployment = deploy(max_attempts="3")
-    job_id = deployment.submit(epochs=epochs).json()["id"]
+    job_id = deployment.submit(epochs=epochs, method=METHOD).json()["id"]
 
     kill_mid_epoch(deployment, job_id, past_epoch=1)
     kill_mid_epoch(deployment, job_id, past_epoch=2)
@@ -71,7 +71,7 @@ def test_kill_9_twice_mid_job_still_succeeds_losing_at_most_the_epoch_in_flight(
     # Past max_attempts the job fails, saying why. This one may only be tried once.
     for worker in deployment.workers:
         worker.stop()  # the next job must run on the worker this test kills
-    doomed = deployment.submit(epochs=epochs).json()["id"]
+    doomed = deployment.submit(epochs=epochs, method=METHOD).json()["id"]
     with get_sessionmaker()() as session:
         session.execute(update(Job).where(Job.id == doomed).values(max_attempts=1))
         session.commit()
@@ -86,11 +86,11 @@ def test_kill_9_twice_mid_job_still_succeeds_losing_at_most_the_epoch_in_flight(
 def test_sigterm_to_a_worker_stops_at_a_step_and_requeues_the_job_at_once(
     deploy: Deploy,
 ) -> None:
-    epochs = 12
+    epochs = 8
     # A long lease: the job must come back because the worker said so, not because it expired.
     deployment = deploy(lease_seconds="120")
     worker = deployment.start_worker()
-    job_id = deployment.submit(epochs=epochs).json()["id"]
+    job_id = deployment.submit(epochs=epochs, method=METHOD).json()["id"]
     deployment.wait_for(
         job_id, lambda j: (j["checkpoint_epoch"] or 0) >= 1, 180, "saved a checkpoint"
     )
