@@ -1,0 +1,260 @@
+"""API load: requests/s and p50/p99 latency of ``GET /v1/jobs/{id}``, ``GET /v1/jobs?limit=50``
+and ``POST /v1/jobs`` with many concurrent clients, on PostgreSQL (+ Redis broker) and on the
+embedded SQLite default; baseline in the same run: ``bench.bare_api``, a bare FastAPI app doing
+a primary-key select from the same database without the auth lookup. Prints ours / bare last.
+
+Both servers run as real processes (``fopro serve --workers N`` and ``uvicorn --workers N``); the
+load comes from asyncio + httpx in this process, which shares the machine's CPUs with them, so on
+a small machine the client's own cost caps both figures alike (the ratio stays meaningful).
+
+    python -m bench.api_load                              # both backends, 50 clients, 10 s each
+    python -m bench.api_load --backends sqlite --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+PG_ADMIN_URL = os.environ.get(
+    "FOPRO_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("FOPRO_BENCH_REDIS", "redis://127.0.0.1:6379/15")
+SEEDED_JOBS = 200
+
+
+@dataclass
+class Result:
+    name: str
+    latencies_s: list[float]
+    errors: int
+    seconds: float
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies_s) / self.seconds
+
+    def quantile_ms(self, q: float) -> float:
+        if len(self.latencies_s) < 2:
+            return float("nan")
+        return 1000 * statistics.quantiles(self.latencies_s, n=100)[int(q * 100) - 1]
+
+    def line(self) -> str:
+        return (
+            f"{self.name:<34} {self.rps:8.1f} req/s  p50 {self.quantile_ms(0.50):7.1f} ms  "
+            f"p99 {self.quantile_ms(0.99):7.1f} ms  errors {self.errors}"
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    import psycopg
+
+    name = f"fopro_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def seed(env: dict[str, str]) -> tuple[str, str, str]:
+    """Migrate, then a team with an admin key, a ready dataset row and ``SEEDED_JOBS`` jobs;
+    returns (key, dataset id, one job id)."""
+    from sqlalchemy.orm import Session
+
+    from app.core.config import Settings
+    from app.core.db import make_engine
+    from app.core.migrate import upgrade
+    from app.datasets.models import Dataset, DatasetStatus
+    from app.jobs.models import Job
+    from app.teams.models import Role
+    from app.teams.service import create_api_key, create_team
+
+    settings = Settings.model_validate(
+        {k.removeprefix("FOPRO_").lower(): v for k, v in env.items()}
+    )
+    upgrade(settings.database_url)
+    with Session(make_engine(settings.database_url)) as session:
+        team = create_team(session, "bench")
+        _, key = create_api_key(session, team, Role.admin, settings.secret_key)
+        dataset = Dataset(
+            team_id=team.id,
+            name="bench",
+            status=DatasetStatus.ready.value,
+            classes=["a", "b"],
+            num_images=20,
+        )
+        session.add(dataset)
+        session.flush()
+        jobs = [
+            Job(team_id=team.id, dataset_id=dataset.id, teacher="resnet18", student="resnet18",
+                method="bsm", params={})
+            for _ in range(SEEDED_JOBS)
+        ]  # fmt: skip
+        session.add_all(jobs)
+        session.commit()
+        return key, dataset.id, jobs[0].id
+
+
+@contextmanager
+def server(command: list[str], env: dict[str, str], port: int, log: Path) -> Iterator[str]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, env={**os.environ, **env}, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{command} exited:\n{log.read_text()[-2000:]}")
+            try:
+                httpx.get(f"{url}/docs", timeout=2)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{command} did not start") from None
+                time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def drive(
+    name: str,
+    clients: int,
+    seconds: float,
+    request: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
+) -> Result:
+    """``clients`` concurrent loops sending ``request`` for ``seconds``, after a short warm-up."""
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        for _ in range(5):
+            await request(client)
+        latencies: list[float] = []
+        errors = 0
+        stop = time.monotonic() + seconds
+
+        async def loop() -> None:
+            nonlocal errors
+            while time.monotonic() < stop:
+                started = time.perf_counter()
+                response = await request(client)
+                if response.is_success:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+
+        began = time.monotonic()
+        await asyncio.gather(*(loop() for _ in range(clients)))
+        return Result(name, latencies, errors, time.monotonic() - began)
+
+
+def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[str, Result]:
+    env = {
+        "FOPRO_ENV": "test",
+        "FOPRO_DATA_DIR": str(workdir / backend),
+        "FOPRO_RATE_LIMIT": "100000000/minute",  # measure the API, not the rate limiter
+        "FOPRO_MAX_ACTIVE_JOBS": "100000000",
+    }
+    with postgres_database() if backend == "postgres" else nullcontext("") as db_url:
+        if backend == "postgres":
+            import redis
+
+            redis.Redis.from_url(REDIS_URL).flushdb()
+            env |= {
+                "FOPRO_DATABASE_URL": db_url,
+                "FOPRO_BROKER_URL": REDIS_URL,
+                "FOPRO_RESULT_BACKEND": REDIS_URL,
+            }
+        key, dataset_id, job_id = seed(env)
+        auth = {"Authorization": f"Bearer {key}"}
+        body: dict[str, Any] = {
+            "dataset_id": dataset_id,
+            "teacher": "resnet18",
+            "student": "resnet18",
+            "method": "bsm",
+            "params": {"epochs": 1, "allow_random_weights": True},
+        }
+        ours_port, bare_port = free_port(), free_port()
+        workers = ["--workers", str(args.workers)]
+        ours_cmd = [sys.executable, "-m", "fopro", "serve", "--port", str(ours_port), *workers]
+        bare_cmd = [
+            *(sys.executable, "-m", "uvicorn", "bench.bare_api:app", "--log-level", "warning"),
+            *("--port", str(bare_port), *workers),
+        ]
+        one, page = f"/v1/jobs/{job_id}", "/v1/jobs?limit=50"
+        results: dict[str, Result] = {}
+        with (
+            server(ours_cmd, env, ours_port, workdir / f"{backend}-ours.log") as ours,
+            server(bare_cmd, env, bare_port, workdir / f"{backend}-bare.log") as bare,
+        ):
+            plan: list[tuple[str, Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]]] = [
+                ("bare GET pk", lambda c: c.get(f"{bare}/bare/jobs/{job_id}")),
+                ("GET /v1/jobs/{id}", lambda c: c.get(f"{ours}{one}", headers=auth)),
+                (
+                    "GET /v1/jobs?limit=50",
+                    lambda c: c.get(f"{ours}{page}", headers=auth),
+                ),
+                ("POST /v1/jobs", lambda c: c.post(f"{ours}/v1/jobs", json=body, headers=auth)),
+            ]
+            for name, request in plan:
+                label = f"{backend}: {name}"
+                results[name] = asyncio.run(drive(label, args.clients, args.seconds, request))
+                print(results[name].line(), flush=True)
+        if backend == "postgres":
+            import redis
+
+            redis.Redis.from_url(REDIS_URL).flushdb()
+        return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", nargs="+", default=["postgres", "sqlite"])
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn workers of each server")
+    args = parser.parse_args()
+    print(f"{args.clients} clients, {args.seconds:.0f} s per route, {args.workers} workers each, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    ratios = []
+    with tempfile.TemporaryDirectory(prefix="fopro-bench-load-") as tmp:
+        for backend in args.backends:
+            results = run_backend(backend, args, Path(tmp))
+            bare = results["bare GET pk"].rps
+            for name in ("GET /v1/jobs/{id}", "GET /v1/jobs?limit=50", "POST /v1/jobs"):
+                ratios.append(f"{backend} {name}: {results[name].rps / bare:.2f}")
+    print("ours / bare (req/s): " + "; ".join(ratios))
+
+
+if __name__ == "__main__":
+    main()
