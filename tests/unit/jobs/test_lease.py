@@ -193,3 +193,44 @@ def test_a_claim_refuses_a_job_that_is_not_queued(session: Session, team: Team) 
     session.refresh(job)
     assert job.status == "cancelled"
     assert job.lease_owner is None
+
+
+def test_a_worker_shutting_down_requeues_at_once_without_counting_an_attempt(
+    session: Session, team: Team, sent: list[tuple[str, tuple[object, ...], int | None]]
+) -> None:
+    from app.jobs.dispatch import requeue_and_resend
+
+    job = add_job(session, team)
+    owner = new_lease_owner()
+    assert claim_job(session, job.id, owner, lease=LEASE)
+
+    assert not requeue_and_resend(session, job.id, reason="x", lease_owner="someone-else")
+    assert requeue_and_resend(
+        session, job.id, reason="its worker is shutting down", lease_owner=owner
+    )
+
+    row = session.get_one(Job, job.id, populate_existing=True)
+    assert (row.status, row.attempt, row.lease_owner) == (JobStatus.queued.value, 1, None)
+    assert row.enqueued_at is not None
+    assert [task for task, _, _ in sent] == [queue.TaskName.run_job.value]
+    last = session.scalars(
+        select(JobEvent).where(JobEvent.job_id == job.id).order_by(JobEvent.id.desc())
+    ).first()
+    assert last is not None
+    assert last.message == "Stopped because its worker is shutting down; queued again."
+
+
+def test_a_cancel_requested_meanwhile_wins_over_the_shutdown_requeue(
+    session: Session, team: Team, sent: list[tuple[str, tuple[object, ...], int | None]]
+) -> None:
+    from app.jobs.dispatch import requeue_and_resend
+
+    job = add_job(session, team)
+    owner = new_lease_owner()
+    assert claim_job(session, job.id, owner, lease=LEASE)
+    session.get_one(Job, job.id).cancel_requested = True
+    session.commit()
+
+    assert not requeue_and_resend(session, job.id, reason="shutdown", lease_owner=owner)
+    assert session.get_one(Job, job.id, populate_existing=True).status == JobStatus.running.value
+    assert sent == []
