@@ -1,7 +1,8 @@
 """The job state machine, in one place.
 
 ``queued → running → succeeded | failed | cancelled``; ``running → queued`` only when a lease
-expires (or the training process died and attempts are left); ``queued → cancelled | failed``.
+expires (or the training process died and attempts are left, or its worker is shutting down);
+``queued → cancelled | failed``.
 Every transition is one guarded UPDATE (``WHERE id = :id AND status = :from [AND lease_owner =
 :me]``) plus one ``JobEvent`` row, committed together: two workers can never both claim or both
 finish a job, because the second UPDATE matches no row.
