@@ -233,11 +233,15 @@ class Supervisor:
                 beat = self._beat()
                 if beat is not None:
                     last_ok = now
-                    if not beat.held and beat.status in TERMINAL:
-                        # The child settled the job and is exiting on its own.
+                    requeued = stop_asked is not None and beat.status is JobStatus.queued
+                    if not beat.held and (beat.status in TERMINAL or requeued):
+                        # The child settled the job (or requeued it, asked to stop) and is
+                        # exiting on its own.
                         child.join(FINISH_GRACE_S)
                         self._kill(child)
-                        return Outcome(child.exitcode, "finished")
+                        return Outcome(
+                            child.exitcode, "requeued_on_shutdown" if requeued else "finished"
+                        )
                     if not beat.held:
                         log.warning("job %s: lease lost; stopping its training", self.job_id)
                         self._kill(child)

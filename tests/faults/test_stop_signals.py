@@ -30,6 +30,22 @@ from tests.unit.jobs.ready_dataset import auth, make_team_key, put_ready_dataset
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
 
 
+def still_running(session: int, wait_s: float = 5.0) -> list[str]:
+    """Processes left in ``session`` (pid and command) after up to ``wait_s``: a child's helper
+    (multiprocessing's resource tracker) may take a moment to notice its parent is gone."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        found = subprocess.run(
+            ["ps", "-o", "pid=,args=", "-s", str(session)],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.splitlines()
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def test_sigterm_to_fopro_up_stops_every_child_in_the_grace_time_and_requeues_its_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -99,10 +115,7 @@ def test_sigterm_to_fopro_up_stops_every_child_in_the_grace_time_and_requeues_it
     output = log_path.read_text(errors="replace")
     assert returncode == 0, output[-3000:]
     assert took < STOP_GRACE_S, f"fopro up took {took:.1f} s to stop"
-    leftover = subprocess.run(
-        ["pgrep", "-s", str(up.pid)], capture_output=True, text=True, check=False
-    ).stdout.split()
-    assert leftover == [], f"children still running: {leftover}"
+    assert still_running(session=up.pid) == [], "children outlived fopro up"
     with get_sessionmaker()() as session:
         status, attempt = session.execute(
             select(Job.status, Job.attempt).where(Job.id == job_id)
