@@ -447,6 +447,9 @@ class DistillationRun:
         )
         with session_scope() as session:
             requeue_and_resend(session, self.job_id, reason=reason, lease_owner=self.owner)
+        log.info(
+            "job %s: requeued for shutdown at epoch %s, step %s", self.job_id, exc.epoch, exc.step
+        )
 
     def _cancelled(self, exc: TrainingCancelled, watch: JobWatch) -> None:
         if watch.lease_lost.is_set():

@@ -47,7 +47,7 @@ from app.core.db import session_scope, utcnow
 from app.core.logging_config import job_log_context
 from app.core.queue import TaskName
 from app.datasets.models import Dataset, DatasetStatus
-from app.jobs.dispatch import release_and_resend, requeue_and_resend
+from app.jobs.dispatch import enqueue_job, release_and_resend, requeue_and_resend
 from app.jobs.lease import Heartbeat, claim_job, end_attempt, heartbeat, new_lease_owner
 from app.jobs.models import Job, JobStatus
 from app.jobs.state import TERMINAL, transition
@@ -86,6 +86,15 @@ def _claim_and_run(job_id: str) -> dict[str, Any]:
     owner = new_lease_owner()
     lease = timedelta(seconds=settings.lease_seconds)
     with session_scope() as session:
+        if _draining.is_set():
+            # Prefetched while this worker shuts down, and already acknowledged: send it again
+            # for another worker instead of claiming it here (or leaving it to the reaper).
+            priority = session.scalar(
+                select(Job.priority).where(Job.id == job_id, Job.status == JobStatus.queued.value)
+            )
+            if priority is not None:
+                enqueue_job(session, job_id, priority)
+            return {"job_id": job_id, "ran": False, "why": "worker shutting down"}
         if not _dataset_still_usable(session, job_id):
             return {"job_id": job_id, "ran": False, "why": "dataset not ready"}
         if not claim_job(session, job_id, owner, lease=lease):
@@ -218,6 +227,7 @@ class Supervisor:
         while True:
             child.join(CHILD_POLL_S)
             if not child.is_alive():
+                log.info("job %s: training child exited (%s)", self.job_id, child.exitcode)
                 return Outcome(child.exitcode, self._settle(child.exitcode))
             now = time.monotonic()
             if _draining.is_set() and stop_asked is None and child.pid is not None:
