@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ SEEDED_JOBS = 200
 class Result:
     name: str
     latencies_s: list[float]
-    errors: int
+    errors: Counter[int]  # answers that were not 2xx, by status
     seconds: float
 
     @property
@@ -57,7 +58,7 @@ class Result:
     def line(self) -> str:
         return (
             f"{self.name:<34} {self.rps:8.1f} req/s  p50 {self.quantile_ms(0.50):7.1f} ms  "
-            f"p99 {self.quantile_ms(0.99):7.1f} ms  errors {self.errors}"
+            f"p99 {self.quantile_ms(0.99):7.1f} ms  errors {dict(self.errors) or 0}"
         )
 
 
@@ -160,18 +161,17 @@ async def drive(
         for _ in range(5):
             await request(client)
         latencies: list[float] = []
-        errors = 0
+        errors: Counter[int] = Counter()
         stop = time.monotonic() + seconds
 
         async def loop() -> None:
-            nonlocal errors
             while time.monotonic() < stop:
                 started = time.perf_counter()
                 response = await request(client)
                 if response.is_success:
                     latencies.append(time.perf_counter() - started)
                 else:
-                    errors += 1
+                    errors[response.status_code] += 1
 
         began = time.monotonic()
         await asyncio.gather(*(loop() for _ in range(clients)))
