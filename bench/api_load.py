@@ -243,13 +243,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers of each server")
+    parser.add_argument("--log-dir", type=Path, help="keep data and server logs here")
     args = parser.parse_args()
     print(f"{args.clients} clients, {args.seconds:.0f} s per route, {args.workers} workers each, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     ratios = []
     with tempfile.TemporaryDirectory(prefix="fopro-bench-load-") as tmp:
         for backend in args.backends:
-            results = run_backend(backend, args, Path(tmp))
+            workdir = Path(tmp)
+            if args.log_dir is not None:  # the servers' logs outlive the run
+                workdir = args.log_dir
+                workdir.mkdir(parents=True, exist_ok=True)
+            results = run_backend(backend, args, workdir)
             bare = results["bare GET pk"].rps
             for name in ("GET /v1/jobs/{id}", "GET /v1/jobs?limit=50", "POST /v1/jobs"):
                 ratios.append(f"{backend} {name}: {results[name].rps / bare:.2f}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -98,9 +99,21 @@ def _period(item: RateLimitItem) -> str:
     return unit if item.multiples == 1 else f"{item.multiples} {unit}s"
 
 
-@lru_cache(maxsize=8)
+_building = threading.Lock()
+
+
 def key_rate_limiter(rate: str, storage_url: str) -> KeyRateLimiter:
-    """One limiter per configuration, so the in-memory counts outlive a request."""
+    """One limiter per configuration, so the in-memory counts outlive a request.
+
+    Built under a lock: `limits` imports its backend's client lazily, and requests arriving
+    together on a fresh process (50 at once, bench.api_load) otherwise saw a half-imported
+    ``redis`` ("minimum version 3.0 ... Found 0.0.0") and answered 500."""
+    with _building:
+        return _limiter_for(rate, storage_url)
+
+
+@lru_cache(maxsize=8)
+def _limiter_for(rate: str, storage_url: str) -> KeyRateLimiter:
     return KeyRateLimiter(rate, storage_url)
 
 
