@@ -13,10 +13,11 @@ import logging
 import logging.config
 from typing import Any
 
-from celery.signals import setup_logging
+from celery import Task
+from celery.signals import setup_logging, task_prerun
 
 from app.core.config import get_settings
-from app.core.logging_config import worker_log_config
+from app.core.logging_config import set_task_request_id, worker_log_config
 from app.core.queue import Queue, TaskName, make_celery
 
 celery_app = make_celery(get_settings())
@@ -53,3 +54,10 @@ def _json_logs(loglevel: int | str | None = None, **_: Any) -> None:
     every line of the worker, Celery's included, is one JSON object."""
     level = loglevel if isinstance(loglevel, str) else logging.getLevelName(loglevel or 20)
     logging.config.dictConfig(worker_log_config(level))
+
+
+@task_prerun.connect
+def _name_the_request(task: Task | None = None, **_: Any) -> None:
+    """Lines of a task sent while serving an HTTP request name that request (its header)."""
+    request_id = getattr(task.request, "request_id", None) if task is not None else None
+    set_task_request_id(request_id if isinstance(request_id, str) else None)

@@ -23,6 +23,14 @@ RENAMED = {"asctime": "timestamp", "levelname": "level", "name": "logger"}
 UNKNOWN = "-"
 
 _job_id: ContextVar[str | None] = ContextVar("fopro_job_id", default=None)
+# In a worker: the id of the HTTP request that sent the task being run, if one did.
+_task_request_id: ContextVar[str | None] = ContextVar("fopro_task_request_id", default=None)
+
+
+def set_task_request_id(request_id: str | None) -> None:
+    """Lines logged from now on in this context name ``request_id`` (the request that sent the
+    task about to run; None for one sent outside a request)."""
+    _task_request_id.set(request_id)
 
 
 @contextmanager
@@ -37,8 +45,9 @@ def job_log_context(job_id: str) -> Iterator[None]:
 
 class JobIdFilter(logging.Filter):
     """Sets ``record.job_id``: the job of the enclosing ``job_log_context``, else the filter's
-    ``job_id`` (a training process runs exactly one job), else ``-``. Also gives records that no
-    request filter saw ``request_id = -``, so every line has both fields."""
+    ``job_id`` (a training process runs exactly one job), else ``-``. Records no request filter
+    saw get the request id of the task being run (``set_task_request_id``) or ``-``, so every
+    line has both fields."""
 
     def __init__(self, job_id: str | None = None) -> None:
         super().__init__()
@@ -47,7 +56,7 @@ class JobIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.job_id = _job_id.get() or self.job_id or UNKNOWN
         if not hasattr(record, "request_id"):
-            record.request_id = UNKNOWN
+            record.request_id = _task_request_id.get() or UNKNOWN
         return True
 
 

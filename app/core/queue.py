@@ -79,6 +79,21 @@ def get_celery() -> Celery:
 
 
 def send(task: TaskName, *args: Any, priority: int | None = None) -> str:
-    """Send ``task`` to its queue by name; returns the Celery task id."""
-    result = get_celery().send_task(task.value, args=list(args), priority=priority)
+    """Send ``task`` to its queue by name; returns the Celery task id. Sent while serving a
+    request, the message carries its id (header ``request_id``): the worker's lines name it."""
+    rid = _current_request_id()
+    result = get_celery().send_task(
+        task.value,
+        args=list(args),
+        priority=priority,
+        headers={"request_id": rid} if rid else None,
+    )
     return str(result.id)
+
+
+def _current_request_id() -> str | None:
+    try:
+        from app.core.request_id import current_request_id
+    except ImportError:  # a worker (no asgi-correlation-id) sends outside any request
+        return None
+    return current_request_id()

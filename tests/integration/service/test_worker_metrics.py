@@ -1,7 +1,9 @@
-"""A `fopro worker --metrics-port` serves its own /metrics, and its task counter moves."""
+"""A `fopro worker --metrics-port` serves its own /metrics, and its task counter moves; its log
+lines are JSON and name the request that sent the task."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -28,7 +30,7 @@ def pings_done(url: str) -> float:
     )
 
 
-def test_the_worker_counts_the_tasks_it_ran_on_its_metrics_port(tmp_path: Path) -> None:
+def test_the_worker_counts_its_tasks_and_logs_the_request_that_sent_one(tmp_path: Path) -> None:
     env = {"FOPRO_ENV": "test", "FOPRO_DATA_DIR": str(tmp_path / "fopro")}
     port = free_port()
     worker = ServiceProcess.start(
@@ -53,5 +55,14 @@ def test_the_worker_counts_the_tasks_it_ran_on_its_metrics_port(tmp_path: Path) 
         while pings_done(url) < before + 2 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert pings_done(url) == before + 2
+
+        # What app.core.queue.send adds while serving a request.
+        sent = celery.send_task(TaskName.ping.value, args=["c"], headers={"request_id": "rid-42"})
+        assert sent.get(timeout=60)
     finally:
         worker.stop()
+    lines = [
+        json.loads(line) for line in worker.log_path.read_text().splitlines() if line[:1] == "{"
+    ]
+    done = [line for line in lines if sent.id in line["message"] and "succeeded" in line["message"]]
+    assert [line["request_id"] for line in done] == ["rid-42"], worker.log_tail()

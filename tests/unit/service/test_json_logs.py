@@ -8,6 +8,8 @@ import sys
 import textwrap
 from typing import Any
 
+import pytest
+
 SCRIPT = textwrap.dedent(
     """
     import logging, logging.config
@@ -51,3 +53,25 @@ def test_each_line_is_one_json_object_with_the_job_of_its_context() -> None:
 def test_a_training_process_names_its_one_job_on_every_line() -> None:
     lines = log_lines("job_child")
     assert [line["job_id"] for line in lines] == ["job_child", "job_inner", "job_inner"]
+
+
+def test_a_task_sent_while_serving_a_request_carries_its_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from app.core import queue, request_id
+
+    captured: dict[str, Any] = {}
+
+    class Recorder:
+        def send_task(self, name: str, **options: Any) -> Any:
+            captured.update(options)
+            return type("Result", (), {"id": "t-1"})()
+
+    monkeypatch.setattr(queue, "get_celery", lambda: Recorder())
+    monkeypatch.setattr(request_id, "current_request_id", lambda: "rid-7")
+    queue.send(queue.TaskName.ping, "x")
+    assert captured["headers"] == {"request_id": "rid-7"}
+
+    monkeypatch.setattr(request_id, "current_request_id", lambda: None)
+    queue.send(queue.TaskName.ping, "x")
+    assert captured["headers"] is None
