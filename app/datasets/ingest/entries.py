@@ -1,5 +1,6 @@
 """One pass over an archive's entries: names, kinds, sizes and compression ratios checked against
-the limits, images decoded and stored while no error is known, CSV files kept for labelling.
+the limits, images (DICOM included) decoded and stored while no error is known, CSV files kept
+for labelling.
 
 The caller supplies where images go (``ImageSink``) and hears about progress (``ProgressFn``).
 Images are stored while the archive streams by (one pass, even for tar.gz), only as long as no
@@ -29,6 +30,13 @@ from app.datasets.ingest.archive import (
     display_name,
     entry_suffix,
     unsafe_name_reason,
+)
+from app.datasets.ingest.dicom import (
+    DICOM_EXTENSIONS,
+    DicomHeader,
+    DicomImage,
+    has_dicom_magic,
+    read_dicom,
 )
 from app.datasets.ingest.images import CheckedImage, ImageRejected, check_image
 from app.datasets.problems import ProblemCode, ProblemLog
@@ -118,8 +126,10 @@ def archive_problem(exc: ArchiveError) -> ProblemCode:
 
 @dataclass
 class ScannedImage:
-    """A valid image entry: its digest as found in the archive, where it was stored (None once
-    an error was known), its size in pixels and its stored size in bytes."""
+    """A valid image entry: its digest as found in the archive (of the converted pixels for
+    DICOM, whose file bytes carry PHI), where it was stored (None once an error was known), its
+    size in pixels, its stored size in bytes and, for DICOM, the allow-listed header and the
+    salted patient group."""
 
     path: str
     source_sha256: str
@@ -127,6 +137,8 @@ class ScannedImage:
     width: int
     height: int
     size: int
+    dicom: DicomHeader | None = None
+    group: str | None = None
 
 
 @dataclass
@@ -176,8 +188,23 @@ class EntryScan:
         return sorted({*self.images, *self.rejected_images})
 
     def stats(self, archive_format: ArchiveFormat) -> dict[str, Any]:
-        """The ``archive_format`` and ``entries`` blocks of a dataset's stats."""
+        """The ``archive_format`` and ``entries`` blocks of a dataset's stats (and ``dicom``, the
+        allow-listed header fields counted, when the archive holds DICOM files)."""
+        dicom = [image.dicom for image in self.images.values() if image.dicom is not None]
+        extra: dict[str, Any] = {}
+        if dicom:
+            extra["dicom"] = {
+                "images": len(dicom),
+                "modalities": _tally(h.modality or "unknown" for h in dicom),
+                "photometric_interpretations": _tally(h.photometric_interpretation for h in dicom),
+                "bits_stored": _tally(str(h.bits_stored) for h in dicom),
+                "transfer_syntaxes": _tally(h.transfer_syntax for h in dicom),
+                "with_patient_group": sum(
+                    1 for image in self.images.values() if image.group is not None
+                ),
+            }
         return {
+            **extra,
             "archive_format": archive_format.value,
             "entries": {
                 "files": self.files,
@@ -190,6 +217,13 @@ class EntryScan:
         }
 
 
+def _tally(values: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def scan_archive(
     reader: ArchiveReader,
     *,
@@ -197,10 +231,13 @@ def scan_archive(
     sink: ImageSink,
     log: ProblemLog,
     archive_name: str,
+    group_salt: str,
     archive_bytes: int | None = None,
     progress: ProgressFn | None = None,
 ) -> EntryScan:
     """Check every entry of ``reader`` into ``log`` and store valid images through ``sink``.
+
+    ``group_salt`` keys the hash of DICOM PatientIDs (``dicom.salted_group``).
 
     ``archive_name`` names archive-wide problems; ``archive_bytes`` is the archive's size (for
     progress). ``progress`` is called after every entry; an exception it raises aborts the scan.
@@ -214,7 +251,7 @@ def scan_archive(
         try:
             for done, entry in enumerate(reader.entries(), start=1):
                 last_entry = display_name(entry.name)
-                _scan_entry(reader, entry, scan, log, limits, sink)
+                _scan_entry(reader, entry, scan, log, limits, sink, group_salt)
                 if progress is not None:
                     progress(
                         IngestProgress(done, reader.entry_count, reader.bytes_read, archive_bytes)
@@ -270,6 +307,7 @@ def _scan_entry(
     log: ProblemLog,
     limits: IngestLimits,
     sink: ImageSink,
+    group_salt: str,
 ) -> None:
     if not scan.budget.charge(entry, limits, log):
         scan.fatal = True
@@ -297,14 +335,9 @@ def _scan_entry(
         log.warn(path, ProblemCode.ignored_file, "operating-system metadata; ignored")
         return
     suffix = entry_suffix(path)
-    if suffix not in IMAGE_EXTENSIONS and suffix != ".csv":
-        scan.other_files.add(path)
-        log.warn(
-            path,
-            ProblemCode.ignored_file,
-            f"not an image ({suffix or 'no extension'}); ignored. Images must be "
-            f"{', '.join(sorted(IMAGE_EXTENSIONS))}",
-        )
+    # PACS exports often name DICOM files without an extension: those are read to look for DICM.
+    if suffix not in _READ_SUFFIXES and suffix:
+        _ignore(path, suffix, scan, log)
         return
     if entry.encrypted:
         log.error(
@@ -317,7 +350,25 @@ def _scan_entry(
     if suffix == ".csv":
         scan.csvs[path] = data
         return
-    _scan_image(path, data, scan, log, limits, sink)
+    dicom = suffix in DICOM_EXTENSIONS or (not suffix and has_dicom_magic(data))
+    if not suffix and not dicom:
+        _ignore(path, suffix, scan, log)
+        return
+    _scan_image(path, data, scan, log, limits, sink, group_salt if dicom else None)
+
+
+_READ_SUFFIXES = frozenset({*IMAGE_EXTENSIONS, *DICOM_EXTENSIONS, ".csv"})
+
+
+def _ignore(path: str, suffix: str, scan: EntryScan, log: ProblemLog) -> None:
+    scan.other_files.add(path)
+    log.warn(
+        path,
+        ProblemCode.ignored_file,
+        f"not an image ({suffix or 'no extension'}); ignored. Images must be "
+        f"{', '.join(sorted(IMAGE_EXTENSIONS | DICOM_EXTENSIONS))} (or DICOM files without an "
+        "extension)",
+    )
 
 
 def _read_entry(
@@ -384,15 +435,28 @@ def _ratio_message(size: int, compressed: int, limit: float) -> str:
 
 
 def _scan_image(
-    path: str, data: bytes, scan: EntryScan, log: ProblemLog, limits: IngestLimits, sink: ImageSink
+    path: str,
+    data: bytes,
+    scan: EntryScan,
+    log: ProblemLog,
+    limits: IngestLimits,
+    sink: ImageSink,
+    dicom_salt: str | None,
 ) -> None:
-    source_sha256 = hashlib.sha256(data).hexdigest()
+    """Check one image (DICOM when ``dicom_salt`` is given) and store it."""
+    decoded: DicomImage | None = None
     try:
-        checked = check_image(data, max_pixels=limits.max_image_pixels)
+        if dicom_salt is None:
+            checked = check_image(data, max_pixels=limits.max_image_pixels)
+        else:
+            decoded = read_dicom(data, max_pixels=limits.max_image_pixels, group_salt=dicom_salt)
+            checked = decoded.image
     except ImageRejected as exc:
         scan.rejected_images.add(path)
         log.error(path, ProblemCode(exc.kind), exc.message)
         return
+    # A DICOM file's bytes hold its header (PHI): it is known by its pixels instead.
+    source_sha256 = hashlib.sha256(data if decoded is None else checked.data).hexdigest()
     if checked.note:
         code = ProblemCode.converted if checked.converted else ProblemCode.multi_frame
         log.warn(path, code, checked.note)
@@ -402,5 +466,12 @@ def _scan_image(
     if stored is None and not log.failed:
         stored = scan.stored[source_sha256] = sink(checked, source_sha256)
     scan.images[path] = ScannedImage(
-        path, source_sha256, stored, checked.width, checked.height, len(checked.data)
+        path,
+        source_sha256,
+        stored,
+        checked.width,
+        checked.height,
+        len(checked.data),
+        decoded.header if decoded is not None else None,
+        decoded.group if decoded is not None else None,
     )
