@@ -202,3 +202,11 @@ def group_totals(items: Sequence[tuple[str, str | None]]) -> dict[str, int]:
     for index, (split, group) in enumerate(items):
         seen[split].add(group or f"\0{index}")
     return {split: len(found) for split, found in seen.items()}
+
+
+def describe_split(items: Sequence[tuple[str, str | None]]) -> dict[str, object]:
+    """How a split was made, for model cards: ``unit`` ``group`` when any of the (split, group)
+    items names a group (then ``groups``: distinct groups per split), else ``image``."""
+    if not any(group for _, group in items):
+        return {"unit": "image"}
+    return {"unit": "group", "groups": group_totals(items)}
