@@ -115,9 +115,14 @@ def dicom_file(
             if colour:
                 ds.PhotometricInterpretation = "YBR_FULL_422"
         else:
-            little = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<"))
-            ds.PixelData = little.tobytes()
-            ds["PixelData"].VR = "OW" if bits > 8 else "OB"
+            raw = np.ascontiguousarray(pixels, dtype=pixels.dtype.newbyteorder("<")).tobytes()
+            # A compressed syntax named only to test refusals still needs encapsulated data.
+            ds.PixelData = (
+                encapsulate([raw]) if ds.file_meta.TransferSyntaxUID.is_compressed else raw
+            )
+            ds["PixelData"].VR = (
+                "OW" if bits > 8 and not ds.file_meta.TransferSyntaxUID.is_compressed else "OB"
+            )
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()

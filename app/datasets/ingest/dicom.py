@@ -3,9 +3,9 @@ else of the file kept but an allow-list of header fields.
 
 Conversion (pydicom's own functions, in the order of the DICOM grayscale pipeline): the modality
 LUT (rescale slope/intercept, or a Modality LUT Sequence), then the VOI LUT or window
-centre/width when the file has one, then 8-bit scaling (over the VOI output range, or over the
-image's own min..max when there is no window); MONOCHROME1 is inverted so that high values are
-white; YBR is converted to RGB; palette colour is looked up. Multi-frame files are refused.
+centre/width when the file has one, then 8-bit scaling (over the VOI output range; without a
+window, plain 8-bit pixels are shown as stored and deeper ones stretched over the image's own
+min..max); MONOCHROME1 is inverted so that its lowest value is white; YBR is converted to RGB; palette colour is looked up. Multi-frame files are refused.
 
 PHI: patient names, birth dates, IDs and every other header value stay inside this module.
 What leaves is ``DicomHeader`` (modality, photometric interpretation, rows/columns, bits,
@@ -121,7 +121,10 @@ def read_dicom(data: bytes, *, max_pixels: int, group_salt: str) -> DicomImage:
 def _parse(data: bytes) -> Dataset:
     try:
         # Files without the preamble (raw datasets some PACS exports write) need ``force``.
-        return dcmread(io.BytesIO(data), force=not has_dicom_magic(data))
+        ds = dcmread(io.BytesIO(data), force=not has_dicom_magic(data))
+        if "SOPClassUID" not in ds and "PixelData" not in ds:
+            raise InvalidDicomError("neither a SOP Class nor pixel data")
+        return ds
     except InvalidDicomError as exc:
         raise ImageRejected("not_decodable", "not a DICOM file (no readable header)") from exc
     except (EOFError, OSError) as exc:
@@ -262,6 +265,8 @@ def _grey_to_8bit(raw: np.ndarray, ds: Dataset) -> np.ndarray:
     elif ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         low, high = (float(v) for v in apply_voi_lut(_VOI_PROBE.copy(), ds))
         values = apply_voi_lut(values.astype(np.float64), ds)
+    elif _plain_8_bit(ds):
+        low, high = 0.0, 255.0  # already display values (secondary captures, JPEG exports)
     else:
         # No window in the file: stretch this image's own range, as viewers do by default.
         low, high = float(values.min()), float(values.max())
@@ -269,6 +274,13 @@ def _grey_to_8bit(raw: np.ndarray, ds: Dataset) -> np.ndarray:
         return np.zeros(values.shape, np.uint8)
     scaled = (np.clip(values.astype(np.float64), low, high) - low) * (255.0 / (high - low))
     return np.rint(scaled).astype(np.uint8)
+
+
+def _plain_8_bit(ds: Dataset) -> bool:
+    rescaled = "ModalityLUTSequence" in ds or float(ds.get("RescaleSlope", 1) or 1) != 1.0
+    shifted = float(ds.get("RescaleIntercept", 0) or 0) != 0.0
+    unsigned = int(ds.get("PixelRepresentation", 0) or 0) == 0
+    return int(ds.BitsStored) <= 8 and unsigned and not rescaled and not shifted
 
 
 def _group_of(ds: Dataset, salt: str) -> tuple[str | None, GroupSource | None]:
