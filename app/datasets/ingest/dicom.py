@@ -5,7 +5,8 @@ Conversion (pydicom's own functions, in the order of the DICOM grayscale pipelin
 LUT (rescale slope/intercept, or a Modality LUT Sequence), then the VOI LUT or window
 centre/width when the file has one, then 8-bit scaling (over the VOI output range; without a
 window, plain 8-bit pixels are shown as stored and deeper ones stretched over the image's own
-min..max); MONOCHROME1 is inverted so that its lowest value is white; YBR is converted to RGB; palette colour is looked up. Multi-frame files are refused.
+min..max); MONOCHROME1 is inverted so that its lowest value is white; YBR is converted to RGB;
+palette colour is looked up. Multi-frame files are refused.
 
 PHI: patient names, birth dates, IDs and every other header value stay inside this module.
 What leaves is ``DicomHeader`` (modality, photometric interpretation, rows/columns, bits,

@@ -35,7 +35,8 @@ def converted(data: bytes) -> np.ndarray:
 def grey(data: bytes) -> list[int]:
     """The first row of a grey image (all three channels must agree)."""
     rgb = converted(data)
-    assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+    assert (rgb[..., 0] == rgb[..., 1]).all()
+    assert (rgb[..., 1] == rgb[..., 2]).all()
     return rgb[0, :, 0].tolist()
 
 
@@ -125,7 +126,8 @@ def test_a_sample_style_image_shows_the_original_grey_values() -> None:
 def test_refusals_name_their_reason() -> None:
     frame = np.zeros((4, 4), np.uint8)
     multi = rejected(dicom_file(np.zeros((3, 4, 4), np.uint8), frames=3))
-    assert multi.kind == "dicom_multi_frame" and "3 frames" in multi.message
+    assert multi.kind == "dicom_multi_frame"
+    assert "3 frames" in multi.message
     no_pixels = rejected(dicom_file(frame, with_pixels=False))
     assert no_pixels.kind == "no_pixel_data"
     good = dicom_file(np.arange(64, dtype=np.uint16).reshape(8, 8))
