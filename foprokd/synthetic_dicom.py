@@ -56,6 +56,7 @@ def dicom_file(
     modality: str = "OT",
     with_pixels: bool = True,
     extra: Mapping[str, Any] | None = None,
+    uid_seed: str | None = None,
 ) -> bytes:
     """One DICOM file holding ``pixels`` as stored values.
 
@@ -66,9 +67,15 @@ def dicom_file(
     pixels as JPEG Baseline (``YBR_FULL_422`` for colour, as cameras and PACS write it).
     ``transfer_syntax`` overrides the UID written (to test refusals). ``with_pixels=False``
     leaves out Pixel Data (a report-like object); ``extra``: more attributes by keyword.
+    ``uid_seed`` derives the UIDs from it (same seed, same bytes); random UIDs without it.
     """
+
+    def new_uid(part: str) -> UID:
+        sources = [uid_seed, part] if uid_seed is not None else None
+        return generate_uid(prefix=_UID_PREFIX, entropy_srcs=sources)
+
     ds = Dataset()
-    sop_uid = generate_uid(prefix=_UID_PREFIX)
+    sop_uid = new_uid("sop")
     syntax = JPEGBaseline8Bit if compression == "jpeg" else ExplicitVRLittleEndian
     ds.file_meta = FileMetaDataset()
     ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
@@ -82,8 +89,8 @@ def dicom_file(
     ds.PatientName = person.name
     ds.PatientBirthDate = person.birth_date
     ds.AccessionNumber = person.accession
-    ds.StudyInstanceUID = person.study_uid or generate_uid(prefix=_UID_PREFIX)
-    ds.SeriesInstanceUID = generate_uid(prefix=_UID_PREFIX)
+    ds.StudyInstanceUID = person.study_uid or new_uid("study")
+    ds.SeriesInstanceUID = new_uid("series")
     colour = pixels.ndim == (4 if frames > 1 else 3)
     shape = pixels.shape[1:] if frames > 1 else pixels.shape
     ds.Rows, ds.Columns = int(shape[0]), int(shape[1])
@@ -140,6 +147,7 @@ def radiograph(grey: np.ndarray, rng: np.random.Generator, style: int, patient: 
     """``grey`` ((H, W) uint8) as one of three kinds of file PACS exports hold: ``style`` 0 is a
     12-bit CT-like MONOCHROME2 image with rescale and a window, 1 a MONOCHROME1 radiograph
     (inverted stored values), 2 a JPEG Baseline secondary capture."""
+    uid_seed = str(int(rng.integers(2**62)))
     if style % 3 == 0:
         stored = (grey.astype(np.uint16) * 16 + rng.integers(0, 16, grey.shape)).astype(np.uint16)
         # Rescale -1024 and a window over the whole stored range: a viewer shows ``grey``.
@@ -150,10 +158,16 @@ def radiograph(grey: np.ndarray, rng: np.random.Generator, style: int, patient: 
             window=(1024.0, 4096.0),
             patient=patient,
             modality="CT",
+            uid_seed=uid_seed,
         )
     if style % 3 == 1:
         inverted = (255 - grey).astype(np.uint16) * 4
         return dicom_file(
-            inverted, photometric="MONOCHROME1", bits_stored=10, patient=patient, modality="CR"
+            inverted,
+            photometric="MONOCHROME1",
+            bits_stored=10,
+            patient=patient,
+            modality="CR",
+            uid_seed=uid_seed,
         )
-    return dicom_file(grey, compression="jpeg", patient=patient, modality="XC")
+    return dicom_file(grey, compression="jpeg", patient=patient, modality="XC", uid_seed=uid_seed)
