@@ -395,6 +395,10 @@ def _assign_splits(
         assigned = stratified_split(item_labels, seed=seed, **fractions)
     for path, split in assigned.items():
         labels[path].split = split
+    if grouped:
+        # Whole groups can leave a class without train, val or test images: say so, as for a
+        # user's split.
+        _check_given_splits(log, labels, classes)
     train = round(1 - options.val_fraction - options.test_fraction, 6)
     shares = {"train": train, "val": options.val_fraction, "test": options.test_fraction}
     return seed, {"source": "generated", "seed": seed, "fractions": shares, **unit}

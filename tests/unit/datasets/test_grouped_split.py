@@ -212,3 +212,14 @@ def test_model_card_sentence_and_dashboard_table_show_groups_per_split() -> None
     plain = split_table(["a", "b"], counts, {})
     assert plain is not None
     assert plain["rows"][1] == ("b", [(3, None), (1, None), (1, None)])
+
+
+def test_a_class_from_one_patient_is_kept_whole_and_the_user_is_told() -> None:
+    members = [Member(f"a/p{p}/{n}.png", png(10 * p + n, 0)) for p in range(6) for n in range(2)]
+    members += [Member(f"b/p9/{n}.png", png(100 + n, 1)) for n in range(3)]
+    checked = validate(members, group_by="folder:2", split_seed=1)
+    assert checked.result.ok, checked.errors
+    assert {row.split for row in checked.result.rows if row.label == "b"} == {"train"}
+    warned = {(w["code"], w["entry"]) for w in checked.warnings}
+    assert ("single_group_class", "b/p9/0.png") in warned
+    assert ("empty_split", "b/p9/0.png") in warned
