@@ -83,11 +83,6 @@ class DicomImage:
     group_source: GroupSource | None
 
 
-def is_dicom(suffix: str, data: bytes) -> bool:
-    """True for a ``.dcm``/``.dicom`` entry or any file with the DICM magic after its preamble."""
-    return suffix in DICOM_EXTENSIONS or data[_MAGIC_OFFSET : _MAGIC_OFFSET + 4] == _MAGIC
-
-
 def has_dicom_magic(data: bytes) -> bool:
     """True when ``data`` starts like a DICOM Part 10 file (preamble + ``DICM``)."""
     return data[_MAGIC_OFFSET : _MAGIC_OFFSET + 4] == _MAGIC
@@ -112,7 +107,7 @@ def read_dicom(data: bytes, *, max_pixels: int, group_salt: str) -> DicomImage:
         rgb = _decode(ds, header)
         group, source = _group_of(ds, group_salt)
     out = io.BytesIO()
-    Image.fromarray(rgb, mode="RGB").save(out, format="PNG", compress_level=6)
+    Image.fromarray(rgb).save(out, format="PNG", compress_level=6)
     checked = CheckedImage(
         out.getvalue(), "png", "image/png", header.columns, header.rows, None, True
     )
