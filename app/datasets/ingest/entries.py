@@ -335,8 +335,10 @@ def _scan_entry(
         log.warn(path, ProblemCode.ignored_file, "operating-system metadata; ignored")
         return
     suffix = entry_suffix(path)
-    # PACS exports often name DICOM files without an extension: those are read to look for DICM.
-    if suffix not in _READ_SUFFIXES and suffix:
+    # PACS exports often name DICOM files without an extension: those are read to look for DICM
+    # (unless unreadable anyway, so that a big or encrypted README stays a warning).
+    unreadable = entry.encrypted or entry.size > limits.max_file_bytes
+    if (suffix and suffix not in _READ_SUFFIXES) or (not suffix and unreadable):
         _ignore(path, suffix, scan, log)
         return
     if entry.encrypted:

@@ -13,7 +13,7 @@ from app.datasets.ingest.dicom import read_dicom, salted_group
 from app.datasets.ingest.images import ImageRejected
 from foprokd.synthetic import Member
 from foprokd.synthetic_dicom import Patient, dicom_file
-from tests.unit.datasets.ingest.conftest import GROUP_SALT, validate
+from tests.unit.datasets.ingest.conftest import GROUP_SALT, LIMITS, validate
 
 MAX_PIXELS = 1_000_000
 PHI = Patient(
@@ -176,10 +176,12 @@ def test_dicom_without_an_extension_is_recognised_by_its_preamble() -> None:
         for n in range(3)
     ]
     members.append(Member("a/README", b"exported by PACS"))
+    members.append(Member("a/BIGDUMP", bytes(LIMITS.max_file_bytes + 1)))  # not read: ignored
     checked = validate(members, split_seed=1)
     assert checked.result.ok, checked.errors
     assert len(checked.result.rows) == 6
-    assert {w["entry"] for w in checked.warnings if w["code"] == "ignored_file"} == {"a/README"}
+    ignored = {w["entry"] for w in checked.warnings if w["code"] == "ignored_file"}
+    assert ignored == {"a/README", "a/BIGDUMP"}
 
 
 # --- PHI -----------------------------------------------------------------------------------------
