@@ -13,7 +13,7 @@ from app.datasets.ingest.dicom import salted_group
 from foprokd.errors import ManifestInvalid
 from foprokd.manifest import ManifestRow, assign_splits, parse_manifest
 from foprokd.model_card import split_sentence
-from foprokd.splits import SPLITS, group_leaks, stratified_group_split
+from foprokd.splits import SPLITS, describe_split, group_leaks, stratified_group_split
 from foprokd.synthetic import Member, encode_image, sample_dataset, texture_image
 from tests.unit.datasets.ingest.conftest import GROUP_SALT, validate
 
@@ -223,3 +223,9 @@ def test_a_class_from_one_patient_is_kept_whole_and_the_user_is_told() -> None:
     warned = {(w["code"], w["entry"]) for w in checked.warnings}
     assert ("single_group_class", "b/p9/0.png") in warned
     assert ("empty_split", "b/p9/0.png") in warned
+
+
+def test_describe_split_counts_distinct_groups_per_split() -> None:
+    rows = [("train", "A"), ("train", "A"), ("train", "B"), ("val", "C"), ("test", None)]
+    assert describe_split(rows) == {"unit": "group", "groups": {"train": 2, "val": 1, "test": 1}}
+    assert describe_split([("train", None), ("test", None)]) == {"unit": "image"}
