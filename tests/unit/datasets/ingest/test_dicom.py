@@ -8,6 +8,7 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from pydicom.dataset import Dataset
 
 from app.datasets.ingest.dicom import read_dicom, salted_group
 from app.datasets.ingest.images import ImageRejected
@@ -76,6 +77,24 @@ def test_no_window_stretches_the_image_range_and_monochrome1_is_inverted() -> No
     eight = np.array([[100, 200, 250]], dtype=np.uint8)
     assert grey(dicom_file(eight)) == [100, 200, 250]
     assert grey(dicom_file(eight, photometric="MONOCHROME1")) == [155, 55, 5]
+
+
+def test_a_voi_lut_wins_over_the_window_and_its_output_range_sets_the_scale() -> None:
+    # 8-bit LUT from stored value 10: below 10 -> first entry, past the end -> last entry.
+    lut = Dataset()
+    lut.LUTDescriptor = [4, 10, 8]
+    lut.add_new("LUTData", "US", [0, 60, 180, 255])
+    stored = np.array([[5, 10, 11, 12, 13, 40]], dtype=np.uint16)
+    data = dicom_file(stored, window=(40.0, 400.0), extra={"VOILUTSequence": [lut]})
+    assert grey(data) == [0, 0, 60, 180, 255, 255]
+    # 16-bit LUT entries scale by 255 / 65535: 16383 -> 63.75 -> 64.
+    wide = Dataset()
+    wide.LUTDescriptor = [3, 0, 16]
+    wide.add_new("LUTData", "US", [0, 16383, 65535])
+    data = dicom_file(stored[:, :3] - 5, extra={"VOILUTSequence": [wide]})
+    assert grey(data) == [0, 255, 255]
+    data = dicom_file(np.array([[0, 1, 2]], np.uint16), extra={"VOILUTSequence": [wide]})
+    assert grey(data) == [0, 64, 255]
 
 
 def test_rgb_is_kept_and_ybr_full_is_converted() -> None:
