@@ -191,7 +191,7 @@ def _check_syntax(syntax: UID) -> None:
         raise ImageRejected(
             "unsupported_transfer_syntax",
             f"transfer syntax {_syntax_name(syntax)} is not supported (no decoder for it); "
-            "export uncompressed, JPEG, JPEG-LS, JPEG 2000 or RLE",
+            "export uncompressed, RLE or JPEG",
         ) from exc
     if not decoder.is_available:
         raise ImageRejected(

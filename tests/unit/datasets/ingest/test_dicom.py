@@ -8,7 +8,9 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
+from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.uid import RLELossless
 
 from app.datasets.ingest.dicom import read_dicom, salted_group
 from app.datasets.ingest.images import ImageRejected
@@ -114,6 +116,15 @@ def test_palette_colour_is_looked_up_and_scaled_to_8_bits() -> None:
     indices = np.array([[0, 1, 200]], dtype=np.uint8)
     data = dicom_file(indices, photometric="PALETTE COLOR", palette=(red, green, blue))
     assert converted(data).tolist() == [[[0, 255, 7], [1, 254, 7], [200, 55, 7]]]
+
+
+def test_rle_lossless_decodes_to_the_same_pixels() -> None:
+    stored = np.array([[100, 200, 500]], dtype=np.uint16)
+    ds = dcmread(io.BytesIO(dicom_file(stored)))
+    ds.compress(RLELossless)  # pydicom's own RLE encoder
+    out = io.BytesIO()
+    ds.save_as(out)
+    assert grey(out.getvalue()) == [0, 64, 255]
 
 
 def test_jpeg_baseline_grey_and_colour_decode() -> None:
