@@ -25,7 +25,9 @@ class IngestOptions(BaseModel):
     hashed DICOM PatientID, else none), ``column`` (the CSV's ``group_column``), ``dicom``,
     ``folder:N`` (the name of the N-th folder of each path, 1 = the top level) or ``none``
     (images split one by one). A user-given split that puts a group in two splits is refused
-    (``on_group_leak="refuse"``) or kept with a warning (``"warn"``).
+    (``on_group_leak="refuse"``) or kept with a warning (``"warn"``). A multi-frame DICOM file
+    is refused unless ``dicom_frames="split"`` makes each frame an image (the frames of one file
+    always share a split).
     """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -41,6 +43,7 @@ class IngestOptions(BaseModel):
     group_by: str = Field(default="auto", pattern=r"^(auto|none|column|dicom|folder:[1-9][0-9]?)$")
     group_column: str | None = Field(default=None, min_length=1, max_length=100)
     on_group_leak: Literal["refuse", "warn"] = "refuse"
+    dicom_frames: Literal["refuse", "split"] = "refuse"
 
     @model_validator(mode="after")
     def _train_keeps_a_share(self) -> Self:

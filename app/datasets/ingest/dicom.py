@@ -6,7 +6,8 @@ LUT (rescale slope/intercept, or a Modality LUT Sequence), then the VOI LUT or w
 centre/width when the file has one, then 8-bit scaling (over the VOI output range; without a
 window, plain 8-bit pixels are shown as stored and deeper ones stretched over the image's own
 min..max); MONOCHROME1 is inverted so that its lowest value is white; YBR is converted to RGB;
-palette colour is looked up. Multi-frame files are refused.
+palette colour is looked up. Multi-frame files are refused, or split into one image per frame
+on request.
 
 PHI: patient names, birth dates, IDs and every other header value stay inside this module.
 What leaves is ``DicomHeader`` (modality, photometric interpretation, rows/columns, bits,
@@ -69,18 +70,24 @@ class DicomHeader:
     bits_allocated: int
     bits_stored: int
     transfer_syntax: str  # its name, e.g. "JPEG Baseline (Process 1)"
+    frames: int = 1
 
 
 @dataclass(frozen=True)
 class DicomImage:
-    """A converted DICOM file: the PNG to store, the allow-listed header, and ``group``, the
-    salted hash of the patient (or study) the image belongs to, or None when the file names
-    neither; ``group_source`` says which."""
+    """A converted DICOM file: the PNG to store per frame (one for a single-frame file), the
+    allow-listed header, and ``group``, the salted hash of the patient (or study) the image
+    belongs to, or None when the file names neither; ``group_source`` says which."""
 
-    image: CheckedImage
+    frames: tuple[CheckedImage, ...]
     header: DicomHeader
     group: str | None
     group_source: GroupSource | None
+
+    @property
+    def image(self) -> CheckedImage:
+        """The image of a single-frame file (the first frame otherwise)."""
+        return self.frames[0]
 
 
 def has_dicom_magic(data: bytes) -> bool:
@@ -95,23 +102,29 @@ def salted_group(value: str, salt: str, kind: str = "patient") -> str:
     return f"g-{digest[:16]}"
 
 
-def read_dicom(data: bytes, *, max_pixels: int, group_salt: str) -> DicomImage:
-    """Decode the DICOM file ``data`` into an 8-bit RGB PNG; raises ``ImageRejected`` with a
-    reason (``no_pixel_data``, ``dicom_multi_frame``, ``unsupported_transfer_syntax``,
-    ``burned_in_annotation``, ``truncated_image``, ``too_many_pixels``, ``not_decodable``)."""
+def read_dicom(
+    data: bytes, *, max_pixels: int, group_salt: str, split_frames: bool = False
+) -> DicomImage:
+    """Decode the DICOM file ``data`` into 8-bit RGB PNGs (one per frame when ``split_frames``,
+    else a multi-frame file is refused); raises ``ImageRejected`` with a reason
+    (``no_pixel_data``, ``dicom_multi_frame``, ``unsupported_transfer_syntax``,
+    ``burned_in_annotation``, ``truncated_image``, ``too_many_pixels``, ``not_decodable``).
+    ``max_pixels`` bounds all frames of a file together (they are decoded at once)."""
     with warnings.catch_warnings():
         # pydicom warns about odd values by quoting them; those values may be PHI.
         warnings.simplefilter("ignore")
         ds = _parse(data)
-        header = _check_header(ds, max_pixels)
-        rgb = _decode(ds, header)
+        header = _check_header(ds, max_pixels, split_frames)
+        frames = _decode(ds, header)
         group, source = _group_of(ds, group_salt)
+    return DicomImage(tuple(_png(rgb) for rgb in frames), header, group, source)
+
+
+def _png(rgb: np.ndarray) -> CheckedImage:
     out = io.BytesIO()
     Image.fromarray(rgb).save(out, format="PNG", compress_level=6)
-    checked = CheckedImage(
-        out.getvalue(), "png", "image/png", header.columns, header.rows, None, True
-    )
-    return DicomImage(checked, header, group, source)
+    height, width = rgb.shape[:2]
+    return CheckedImage(out.getvalue(), "png", "image/png", width, height, None, True)
 
 
 def _parse(data: bytes) -> Dataset:
@@ -131,7 +144,7 @@ def _parse(data: bytes) -> Dataset:
         ) from exc
 
 
-def _check_header(ds: Dataset, max_pixels: int) -> DicomHeader:
+def _check_header(ds: Dataset, max_pixels: int, split_frames: bool) -> DicomHeader:
     if "PixelData" not in ds:
         kinds = [name for name in ("FloatPixelData", "DoubleFloatPixelData") if name in ds]
         what = f"only {kinds[0]} (parametric maps are not images)" if kinds else "no pixel data"
@@ -155,16 +168,18 @@ def _check_header(ds: Dataset, max_pixels: int) -> DicomHeader:
             "PhotometricInterpretation are required)",
         ) from exc
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
+    if frames > 1 and not split_frames:
         raise ImageRejected(
             "dicom_multi_frame",
             f"a multi-frame DICOM file ({frames} frames: a cine loop, a volume or a tomosynthesis "
-            "stack); export the frames as single-frame files",
+            "stack); export the frames as single-frame files, or upload with "
+            "dicom_frames=split to make each frame an image",
         )
-    if rows * columns > max_pixels:
+    if rows * columns * frames > max_pixels:
         raise ImageRejected(
             "too_many_pixels",
-            f"{columns}x{rows} = {rows * columns} pixels is over the limit of {max_pixels}",
+            f"{frames} frame(s) of {columns}x{rows} = {rows * columns * frames} pixels is over "
+            f"the limit of {max_pixels}",
         )
     if str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES":
         raise ImageRejected(
@@ -181,6 +196,7 @@ def _check_header(ds: Dataset, max_pixels: int) -> DicomHeader:
         bits_allocated,
         bits_stored or bits_allocated,
         syntax.name,
+        frames,
     )
 
 
@@ -205,7 +221,7 @@ def _syntax_name(syntax: UID) -> str:
     return f"{syntax.name} ({syntax})" if syntax.name != str(syntax) else str(syntax)
 
 
-def _decode(ds: Dataset, header: DicomHeader) -> np.ndarray:
+def _decode(ds: Dataset, header: DicomHeader) -> list[np.ndarray]:
     try:
         raw = pixel_array(ds, raw=True)
     except ValueError as exc:
@@ -218,8 +234,9 @@ def _decode(ds: Dataset, header: DicomHeader) -> np.ndarray:
         raise ImageRejected(
             "not_decodable", f"the DICOM pixel data cannot be decoded ({type(exc).__name__})"
         ) from exc
+    stack = raw if header.frames > 1 else raw[None]
     try:
-        return viewer_rgb(raw, ds, header.photometric_interpretation)
+        return [viewer_rgb(frame, ds, header.photometric_interpretation) for frame in stack]
     except ValueError as exc:
         raise ImageRejected(
             "not_decodable", f"the DICOM pixels cannot be displayed ({exc})"

@@ -73,6 +73,16 @@ class IngestLimits:
 
 
 @dataclass(frozen=True)
+class DicomReading:
+    """How DICOM entries are read: ``group_salt`` keys the hash of PatientIDs
+    (``dicom.salted_group``); ``split_frames`` makes each frame of a multi-frame file an image
+    instead of refusing the file."""
+
+    group_salt: str
+    split_frames: bool = False
+
+
+@dataclass(frozen=True)
 class StoredImage:
     """Where a sink put an image: object key and sha256 of the stored bytes."""
 
@@ -128,8 +138,8 @@ def archive_problem(exc: ArchiveError) -> ProblemCode:
 class ScannedImage:
     """A valid image entry: its digest as found in the archive (of the converted pixels for
     DICOM, whose file bytes carry PHI), where it was stored (None once an error was known), its
-    size in pixels, its stored size in bytes and, for DICOM, the allow-listed header and the
-    salted patient group."""
+    size in pixels, its stored size in bytes and, for DICOM, the allow-listed header, the
+    salted patient group and, for a frame, its file."""
 
     path: str
     source_sha256: str
@@ -139,6 +149,7 @@ class ScannedImage:
     size: int
     dicom: DicomHeader | None = None
     group: str | None = None
+    source_file: str | None = None  # the multi-frame file this image is a frame of
 
 
 @dataclass
@@ -174,6 +185,7 @@ class EntryScan:
     rejected_images: set[str] = field(default_factory=set)
     other_files: set[str] = field(default_factory=set)
     csvs: dict[str, bytes] = field(default_factory=dict)
+    frames: dict[str, list[str]] = field(default_factory=dict)  # multi-frame file -> its frames
     names: set[str] = field(default_factory=set)
     stored: dict[str, StoredImage] = field(default_factory=dict)
     budget: _Budget = field(default_factory=_Budget)
@@ -231,13 +243,13 @@ def scan_archive(
     sink: ImageSink,
     log: ProblemLog,
     archive_name: str,
-    group_salt: str,
+    dicom: DicomReading,
     archive_bytes: int | None = None,
     progress: ProgressFn | None = None,
 ) -> EntryScan:
     """Check every entry of ``reader`` into ``log`` and store valid images through ``sink``.
 
-    ``group_salt`` keys the hash of DICOM PatientIDs (``dicom.salted_group``).
+    ``dicom`` says how DICOM entries are read.
 
     ``archive_name`` names archive-wide problems; ``archive_bytes`` is the archive's size (for
     progress). ``progress`` is called after every entry; an exception it raises aborts the scan.
@@ -251,7 +263,7 @@ def scan_archive(
         try:
             for done, entry in enumerate(reader.entries(), start=1):
                 last_entry = display_name(entry.name)
-                _scan_entry(reader, entry, scan, log, limits, sink, group_salt)
+                _scan_entry(reader, entry, scan, log, limits, sink, dicom)
                 if progress is not None:
                     progress(
                         IngestProgress(done, reader.entry_count, reader.bytes_read, archive_bytes)
@@ -307,7 +319,7 @@ def _scan_entry(
     log: ProblemLog,
     limits: IngestLimits,
     sink: ImageSink,
-    group_salt: str,
+    dicom: DicomReading,
 ) -> None:
     if not scan.budget.charge(entry, limits, log):
         scan.fatal = True
@@ -352,11 +364,11 @@ def _scan_entry(
     if suffix == ".csv":
         scan.csvs[path] = data
         return
-    dicom = suffix in DICOM_EXTENSIONS or (not suffix and has_dicom_magic(data))
-    if not suffix and not dicom:
+    is_dicom = suffix in DICOM_EXTENSIONS or (not suffix and has_dicom_magic(data))
+    if not suffix and not is_dicom:
         _ignore(path, suffix, scan, log)
         return
-    _scan_image(path, data, scan, log, limits, sink, group_salt if dicom else None)
+    _scan_image(path, data, scan, log, limits, sink, dicom if is_dicom else None)
 
 
 _READ_SUFFIXES = frozenset({*IMAGE_EXTENSIONS, *DICOM_EXTENSIONS, ".csv"})
@@ -443,22 +455,47 @@ def _scan_image(
     log: ProblemLog,
     limits: IngestLimits,
     sink: ImageSink,
-    dicom_salt: str | None,
+    dicom: DicomReading | None,
 ) -> None:
-    """Check one image (DICOM when ``dicom_salt`` is given) and store it."""
+    """Check one image (DICOM when ``dicom`` says how to read it) and store it; each frame of
+    a multi-frame DICOM file split into frames is an image ``<path>#frame=0001``, ...."""
     decoded: DicomImage | None = None
     try:
-        if dicom_salt is None:
+        if dicom is None:
             checked = check_image(data, max_pixels=limits.max_image_pixels)
         else:
-            decoded = read_dicom(data, max_pixels=limits.max_image_pixels, group_salt=dicom_salt)
-            checked = decoded.image
+            decoded = read_dicom(
+                data,
+                max_pixels=limits.max_image_pixels,
+                group_salt=dicom.group_salt,
+                split_frames=dicom.split_frames,
+            )
     except ImageRejected as exc:
         scan.rejected_images.add(path)
         log.error(path, ProblemCode(exc.kind), exc.message)
         return
-    # A DICOM file's bytes hold its header (PHI): it is known by its pixels instead.
-    source_sha256 = hashlib.sha256(data if decoded is None else checked.data).hexdigest()
+    if decoded is None:
+        _keep(path, checked, hashlib.sha256(data).hexdigest(), scan, log, sink)
+        return
+    multi = len(decoded.frames) > 1
+    for number, frame in enumerate(decoded.frames, start=1):
+        name = f"{path}#frame={number:04d}" if multi else path
+        # A DICOM file's bytes hold its header (PHI): it is known by its pixels instead.
+        image = _keep(name, frame, hashlib.sha256(frame.data).hexdigest(), scan, log, sink)
+        image.dicom, image.group = decoded.header, decoded.group
+        if multi:
+            image.source_file = path
+            scan.frames.setdefault(path, []).append(name)
+
+
+def _keep(
+    path: str,
+    checked: CheckedImage,
+    source_sha256: str,
+    scan: EntryScan,
+    log: ProblemLog,
+    sink: ImageSink,
+) -> ScannedImage:
     if checked.note:
         code = ProblemCode.converted if checked.converted else ProblemCode.multi_frame
         log.warn(path, code, checked.note)
@@ -467,13 +504,7 @@ def _scan_image(
     # Once the dataset is known to be invalid, storing more images would only be deleted again.
     if stored is None and not log.failed:
         stored = scan.stored[source_sha256] = sink(checked, source_sha256)
-    scan.images[path] = ScannedImage(
-        path,
-        source_sha256,
-        stored,
-        checked.width,
-        checked.height,
-        len(checked.data),
-        decoded.header if decoded is not None else None,
-        decoded.group if decoded is not None else None,
+    image = scan.images[path] = ScannedImage(
+        path, source_sha256, stored, checked.width, checked.height, len(checked.data)
     )
+    return image

@@ -177,7 +177,9 @@ def _labels_from_csv(
                     f"line {row.line} ({row.image}) has no split while other rows do; fill the "
                     "split of every row, or of none to let the service split",
                 )
-    index = _PathIndex([*scan.image_paths(), *scan.other_files], posixpath.dirname(labels_csv))
+    # A row may name a multi-frame file split into frames: it labels every frame.
+    files = [*scan.image_paths(), *scan.other_files, *scan.frames]
+    index = _PathIndex(files, posixpath.dirname(labels_csv))
     labels: dict[str, Labelled] = {}
     first_line: dict[str, int] = {}
     for row in rows:
@@ -207,11 +209,13 @@ def _labels_from_csv(
                 f"{where} lists this image again (first on line {first_line[path]})",
             )
             continue
+        # Patient ids are often medical record numbers: only their salted hash is kept.
+        group = salted_group(row.group, group_salt, "csv") if row.group else None
         first_line[path] = row.line
-        if path in scan.images:
-            # Patient ids are often medical record numbers: only their salted hash is kept.
-            group = salted_group(row.group, group_salt, "csv") if row.group else None
-            labels[path] = Labelled(row.label, row.split, group)
+        for image in scan.frames.get(path, [path]):
+            first_line[image] = row.line
+            if image in scan.images:
+                labels[image] = Labelled(row.label, row.split, group)
     for path in sorted(set(scan.images) - set(first_line)):
         log.error(
             path,
@@ -324,7 +328,7 @@ def _assign_groups(
     archive_name: str,
 ) -> str:
     """Set each image's group as ``options.group_by`` says; returns the rule used (``column``,
-    ``dicom``, ``folder:N`` or ``none``)."""
+    ``dicom``, ``folder:N``, ``none``, or ``file`` when only frames of one file are grouped)."""
     from_csv = any(item.group for item in labels.values())
     from_dicom = any(scan.images[path].group for path in labels)
     rule = options.group_by
@@ -351,6 +355,11 @@ def _assign_groups(
             item.group = _folder_group(path, int(rule.split(":")[1]), log)
         elif rule == "none":
             item.group = None
+        source = scan.images[path].source_file
+        if item.group is None and source is not None:
+            item.group = f"file:{source}"  # the frames of one file never straddle two splits
+    if rule == "none" and any(item.group for item in labels.values()):
+        rule = "file"
     return rule
 
 

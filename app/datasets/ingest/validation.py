@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.datasets.ingest.archive import ArchiveReader
-from app.datasets.ingest.entries import ImageSink, IngestLimits, ProgressFn, scan_archive
+from app.datasets.ingest.entries import (
+    DicomReading,
+    ImageSink,
+    IngestLimits,
+    ProgressFn,
+    scan_archive,
+)
 from app.datasets.ingest.labels import label_and_split
 from app.datasets.problems import ProblemCode, ProblemLog
 from app.datasets.schemas import IngestOptions
@@ -70,7 +76,7 @@ def validate_archive(
         sink=sink,
         log=log,
         archive_name=archive_name,
-        group_salt=group_salt,
+        dicom=DicomReading(group_salt, split_frames=options.dicom_frames == "split"),
         archive_bytes=archive_bytes,
         progress=progress,
     )

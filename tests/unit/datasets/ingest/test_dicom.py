@@ -254,3 +254,42 @@ def test_study_uid_groups_when_the_patient_id_is_empty() -> None:
     )
     assert result.group_source == "study"
     assert result.group == salted_group(PHI.study_uid, GROUP_SALT, "study")
+
+
+def test_multi_frame_files_split_into_frames_on_request_stay_in_one_split() -> None:
+    rng = np.random.default_rng(4)
+    cine = [rng.integers(0, 256, (3, 6, 6), dtype=np.uint8) for _ in range(8)]
+    members = [
+        Member(f"{'ab'[n % 2]}/cine{n}.dcm", dicom_file(frames, frames=3))
+        for n, frames in enumerate(cine)
+    ]
+    refused = validate(members)
+    assert {p["code"] for p in refused.errors} == {"dicom_multi_frame"}
+    assert "dicom_frames=split" in refused.errors[0]["message"]
+    split = validate(members, dicom_frames="split", split_seed=2)
+    assert split.result.ok, split.errors
+    rows = {row.path: row for row in split.result.rows}
+    assert len(rows) == 24
+    # Each frame is shown as stored (plain 8-bit), and the frames of a file share one split.
+    first = read_dicom(members[0].data, max_pixels=MAX_PIXELS, group_salt="s", split_frames=True)
+    assert [np.asarray(Image.open(io.BytesIO(f.data)))[..., 0].tolist() for f in first.frames] == [
+        frame.tolist() for frame in cine[0]
+    ]
+    for n in range(8):
+        frames = [rows[f"{'ab'[n % 2]}/cine{n}.dcm#frame={k:04d}"] for k in (1, 2, 3)]
+        assert len({row.split for row in frames}) == 1
+        assert len({row.group for row in frames}) == 1  # the file's (hashed) study
+    # Without patient groups, the frames of a file are still one group.
+    alone = validate(members, dicom_frames="split", split_seed=2, group_by="none")
+    assert alone.result.ok, alone.errors
+    assert alone.result.stats["split"]["group_by"] == "file"
+    assert {row.group for row in alone.result.rows if row.path.startswith("a/cine0.dcm")} == {
+        "file:a/cine0.dcm"
+    }
+    # A labels CSV naming the file labels all of its frames.
+    labels = "image,label\n" + "".join(f"{m.name},{m.name[0]}\n" for m in members)
+    listed = validate(
+        [*members, Member("labels.csv", labels.encode())], dicom_frames="split", split_seed=2
+    )
+    assert listed.result.ok, listed.errors
+    assert len(listed.result.rows) == 24
