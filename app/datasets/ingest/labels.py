@@ -399,7 +399,6 @@ def _assign_splits(
     if grouped:
         groups = {path: item.group for path, item in labels.items() if item.group}
         assigned = stratified_group_split(item_labels, groups, seed=seed, **fractions)
-        _warn_single_group_classes(log, labels, classes)
     else:
         assigned = stratified_split(item_labels, seed=seed, **fractions)
     for path, split in assigned.items():
@@ -407,6 +406,7 @@ def _assign_splits(
     if grouped:
         # Whole groups can leave a class without train, val or test images: say so, as for a
         # user's split.
+        _warn_single_group_classes(log, labels, classes)
         _check_given_splits(log, labels, classes)
     train = round(1 - options.val_fraction - options.test_fraction, 6)
     shares = {"train": train, "val": options.val_fraction, "test": options.test_fraction}
