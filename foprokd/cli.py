@@ -126,7 +126,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         seed=args.seed,
         layout=args.layout,
         with_splits=args.splits,
-        image_format=args.format,
+        image_format="DICOM" if args.dicom else args.format,
         corrupt=args.corrupt,
     )
     write_archive(out, dataset.members, kind)
@@ -135,6 +135,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if dataset.manifest:
         columns = "image,label,split" if args.splits else "image,label"
         print(f"manifest: {dataset.manifest} (columns {columns})")
+    if dataset.patients:
+        print(f"DICOM: {len(set(dataset.patients.values()))} synthetic patients")
     if dataset.corrupt:
         print(f"deliberately broken files: {', '.join(dataset.corrupt)}")
     return 0
@@ -237,6 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--layout", choices=["folders", "csv"], default="folders")
     sample.add_argument("--splits", action="store_true", help="fix train/val/test in the archive")
     sample.add_argument("--format", choices=["PNG", "JPEG"], default="PNG")
+    sample.add_argument(
+        "--dicom",
+        action="store_true",
+        help="write DICOM files instead (several per synthetic patient; overrides --format)",
+    )
     sample.add_argument("--corrupt", type=int, default=0, help="add that many broken files")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--force", action="store_true", help="replace an existing file")

@@ -419,6 +419,8 @@ def _dataset_lines(dataset: Mapping[str, Any], classes: Sequence[str]) -> list[s
         for key, value in dataset.items()
         if key not in {"classes", "class_counts"} and not isinstance(value, (dict, list))
     ]
+    if dataset.get("split"):
+        lines.append(f"- split: {split_sentence(dataset['split'])}")
     counts = dataset.get("class_counts") or {}
     if counts:
         splits = list(counts)
@@ -430,6 +432,27 @@ def _dataset_lines(dataset: Mapping[str, Any], classes: Sequence[str]) -> list[s
             ),
         ]
     return lines
+
+
+def split_sentence(split: Mapping[str, Any]) -> str:
+    """How the split was made, in words: per image or per patient group, who made it (the user,
+    or the service with a seed) and how many groups each split holds."""
+    made = {"given": "given by the user", "generated": "made by the service"}.get(
+        str(split.get("source")), "of unrecorded origin"
+    )
+    seed = f" with seed {split['seed']}" if split.get("seed") is not None else ""
+    if split.get("unit") != "group":
+        return (
+            f"per image ({made}{seed}); images of one patient may be in two splits, which "
+            "inflates held-out metrics when a patient has several images"
+        )
+    rule = f", groups from {split['group_by']}" if split.get("group_by") else ""
+    groups = split.get("groups") or {}
+    counts = ", ".join(f"{name} {count}" for name, count in groups.items())
+    return (
+        f"per patient group ({made}{seed}{rule}): all images of a group are in one split; "
+        f"groups per split: {counts or 'not recorded'}"
+    )
 
 
 def plot_training_curves(history: Sequence[Any], path: Path) -> None:

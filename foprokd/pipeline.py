@@ -36,7 +36,7 @@ from foprokd.image_cache import ImageCache
 from foprokd.manifest import ManifestRow, save_manifest
 from foprokd.model_card import build_model_card, write_model_card
 from foprokd.runtime import seed_everything
-from foprokd.splits import SPLITS
+from foprokd.splits import SPLITS, describe_split
 from foprokd.student import Student, build_classifier, build_student
 from foprokd.trainer import CHECKPOINT_NAME, TrainCallbacks, TrainResult, train
 from foprokd.zoo import FrozenTeacher, load_teacher, resolve_spec, resolve_weights
@@ -403,12 +403,15 @@ def _export(
             f"{evaluated_split}_balanced_accuracy": report["balanced_accuracy"],
         },
     )
+    recorded = dict(request.dataset.get("split") or {})
+    measured = describe_split([(row.split, row.group or None) for row in splits.rows or []])
     card = build_model_card(
         report=report,
         evaluated_split=evaluated_split,
         history=result.history,
         dataset={
             **dict(request.dataset),
+            "split": {**recorded, **measured},
             "classes": splits.classes,
             "class_counts": {
                 "train": train_counts,

@@ -331,7 +331,12 @@ class DistillationRun:
             student_weights=student_path,
             allow_random_weights=allow_random,
             resume_from=self._fetch_checkpoint(job, run_dir),
-            dataset={"name": dataset.name, "id": dataset.id},
+            # How the dataset was split (per image or per patient group) goes into the model card.
+            dataset={
+                "name": dataset.name,
+                "id": dataset.id,
+                "split": dict((dataset.stats or {}).get("split") or {}),
+            },
             provenance={"job_id": job.id, "dataset_id": job.dataset_id},
         )
         outcome = run_distillation(request, JobCallbacks(self, watch))

@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-insecure-change-me"
+DEV_GROUP_SALT = "dev-group-salt-change-me"
 
 
 class Environment(StrEnum):
@@ -49,6 +50,9 @@ class Settings(BaseSettings):
 
     secret_key: str = DEV_SECRET
     download_url_ttl_s: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+    # Keys the hash that turns DICOM PatientIDs and CSV patient ids into group names; per
+    # deployment and secret, so the names cannot be matched back to IDs by hashing guesses.
+    group_salt: str = DEV_GROUP_SALT
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
@@ -116,6 +120,11 @@ class Settings(BaseSettings):
             )
         if self.env is Environment.production and len(self.secret_key) < 32:
             raise ValueError("FOPRO_SECRET_KEY must be at least 32 characters in production")
+        if self.env is Environment.production and self.group_salt == DEV_GROUP_SALT:
+            raise ValueError(
+                "FOPRO_GROUP_SALT still has the development default; in production set a long "
+                "random value (and keep it: changing it renames every patient group)"
+            )
         return self
 
     @property

@@ -1,5 +1,6 @@
 """Dataset pages: the list with the upload form, one dataset (class counts per split, imbalance,
-shot groups, problems), its validation progress while it is checked, and delete.
+shot groups, images and patient groups per class and split, problems), its validation progress
+while it is checked, and delete.
 
 The upload is ``POST /v1/datasets`` itself (streamed to the store in bounded memory); the page
 sends it with XMLHttpRequest to show upload progress, the CSRF token in a header.
@@ -86,6 +87,7 @@ def dataset_page(
         dataset_id, user.principal, session, EventWindow(limit=EVENTS_SHOWN)
     )
     counts: dict[str, dict[str, int]] = dataset.stats.get("class_counts") or {}
+    patient_groups = dataset.stats.get("patient_groups") or {}
     return page(
         request,
         "dataset.html",
@@ -96,8 +98,32 @@ def dataset_page(
             "events": events.items,
             "events_total": events.total,
             "chart": {"classes": list(dataset.classes), "counts": counts},
+            "split_table": split_table(list(dataset.classes), counts, patient_groups),
         },
     )
+
+
+def split_table(
+    classes: list[str], counts: dict[str, dict[str, int]], patient_groups: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Rows of (class, [(images, groups or None) per split]) plus a totals row; None until the
+    dataset has counts. Groups are shown only for a dataset split by patient group."""
+    if not counts:
+        return None
+    splits = list(counts)
+    per_class = patient_groups.get("per_class") or {}
+
+    def cell(split: str, name: str) -> tuple[int, int | None]:
+        groups = per_class.get(split, {}).get(name) if per_class else None
+        return counts[split].get(name, 0), groups
+
+    rows = [(name, [cell(split, name) for split in splits]) for name in classes]
+    per_split = patient_groups.get("per_split") or {}
+    totals = [
+        (sum(counts[split].values()), per_split.get(split) if per_split else None)
+        for split in splits
+    ]
+    return {"splits": splits, "rows": rows, "totals": totals, "grouped": bool(per_class)}
 
 
 @router.get("/datasets/{dataset_id}/status")

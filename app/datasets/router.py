@@ -195,7 +195,7 @@ def list_dataset_events(
 def download_manifest(
     dataset_id: str, principal: CurrentPrincipal, session: SessionDep, store: StoreDep
 ) -> StreamingResponse:
-    """The manifest CSV of a ready dataset: ``path,object_key,label,split,sha256,width,height``."""
+    """The manifest CSV of a ready dataset (``foprokd.manifest.MANIFEST_HEADER`` columns)."""
     dataset = get_owned(session, Dataset, dataset_id, principal.team_id, what="dataset")
     key = service.manifest_key(dataset)
     try:

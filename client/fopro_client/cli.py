@@ -255,6 +255,13 @@ def datasets_upload(
     split_seed: Annotated[int | None, typer.Option(help="Seed of the stratified split.")] = None,
     val_fraction: Annotated[float | None, typer.Option(help="Share for validation.")] = None,
     test_fraction: Annotated[float | None, typer.Option(help="Share for testing.")] = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option(help="Patient groups: auto, none, column, dicom or folder:N."),
+    ] = None,
+    on_group_leak: Annotated[
+        str | None, typer.Option(help="A given split with a patient in two splits: refuse or warn.")
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Wait until validation ends.")] = True,
     as_json: JsonOpt = False,
 ) -> None:
@@ -272,6 +279,8 @@ def datasets_upload(
                 split_seed=split_seed,
                 val_fraction=val_fraction,
                 test_fraction=test_fraction,
+                group_by=group_by,
+                on_group_leak=on_group_leak,
                 progress=bars or False,
             )
         if wait:

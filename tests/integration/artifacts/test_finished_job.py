@@ -119,6 +119,7 @@ def test_a_finished_job_delivers_what_it_promises(deployment: Deployment, tmp_pa
         e["val_balanced_accuracy"] for e in curves
     ]
     assert card["teacher"] == "derm-teacher"
+    assert card["dataset"]["split"]["unit"] == "image"  # its manifest names no patient groups
     assert card["efficiency"]["teacher"]["params"] == teacher["num_params"]
     markdown = (folder / "model_card.md").read_text()
     assert f"| balanced_accuracy | {report['balanced_accuracy']:.4f} |" in markdown

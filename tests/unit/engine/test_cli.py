@@ -77,6 +77,8 @@ def test_train_writes_a_complete_run_folder(image_folder: Path, tmp_path: Path) 
         "config.json", "student.safetensors", "student.torchscript.pt", "student.onnx",
         "model_card.json", "model_card.md", "training_curves.png",
     }  # fmt: skip
+    card = (run / "student" / "model_card.md").read_text()
+    assert "- split: per image" in card  # an image folder names no patients
 
 
 def test_existing_run_needs_resume(
