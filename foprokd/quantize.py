@@ -21,13 +21,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from foprokd.hyperparams import Int8Mode
 from foprokd.metrics import classification_report, shot_groups
 
-Int8Mode = Literal["auto", "always", "never"]
 INT8_FILE = "student.int8.onnx"
 CALIBRATION_IMAGES = 128
 CALIBRATION_BATCH = 16
@@ -80,7 +81,7 @@ def to_unit_float(images: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(images, dtype=np.float32) / np.float32(255.0)
 
 
-def stratified_sample(labels: Sequence[int], count: int, seed: int = 0) -> np.ndarray:
+def stratified_sample(labels: ArrayLike, count: int, seed: int = 0) -> np.ndarray:
     """Up to ``count`` indices taking classes in turn (shuffled within each class, ``seed``),
     so a rare class is in the calibration set even when the head classes dominate."""
     y = np.asarray(labels, dtype=np.int64)
@@ -108,11 +109,18 @@ def session(path: Path, threads: int | None = None) -> Any:
 
 
 def onnx_logits(path: Path, images: np.ndarray, batch_size: int = INFERENCE_BATCH) -> np.ndarray:
-    """Float32 logits (N, C) of the ONNX model at ``path`` on uint8 (N, 3, S, S) images."""
+    """Float32 logits (N, C) of the ONNX model at ``path`` on (N, 3, S, S) images: uint8
+    pixels, or float32 already in [0, 1]."""
     runner = session(path)
     name = runner.get_inputs()[0].name
+
+    def prepared(batch: np.ndarray) -> np.ndarray:
+        if batch.dtype == np.uint8:
+            return to_unit_float(batch)
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
     chunks = [
-        np.asarray(runner.run(None, {name: to_unit_float(images[i : i + batch_size])})[0])
+        np.asarray(runner.run(None, {name: prepared(images[i : i + batch_size])})[0])
         for i in range(0, len(images), batch_size)
     ]
     return np.concatenate(chunks).astype(np.float32)
