@@ -49,7 +49,8 @@ def test_a_rare_class_gets_a_wide_recall_interval() -> None:
     y_pred = [0] * 50 + [1]
     intervals = report_intervals(y_true, y_pred, ["common", "rare"], resamples=200)
     common, rare = intervals["per_class"]
-    assert rare["recall"][1] == 1.0 and rare["recall"][0] < 0.25  # 1 of 1: anything above 0.21
+    assert rare["recall"][1] == 1.0
+    assert rare["recall"][0] < 0.25
     assert common["recall"][0] > 0.9
     assert intervals["headline"]["accuracy"] == [1.0, 1.0]
 

@@ -98,7 +98,8 @@ def test_int8_is_close_to_fp32_on_golden_inputs(fp32_model: Path) -> None:
     assert record["published"], record["reasons"]
     assert int8.exists()
     assert record["deltas"]["balanced_accuracy"] == pytest.approx(0.0, abs=0.01)
-    assert record["int8"]["size_mb"] > 0 and record["fp32"]["latency_ms"]["p95"] > 0
+    assert record["int8"]["size_mb"] > 0
+    assert record["fp32"]["latency_ms"]["p95"] > 0
 
     # The golden files prove the two models agree, and verify_bundle checks them.
     labels = np.repeat(np.arange(3), 4)
@@ -144,12 +145,15 @@ def test_an_absurd_calibration_set_is_withheld(fp32_model: Path) -> None:
     assert record["int8"]["report"]["balanced_accuracy"] < 0.9
     # `always` publishes it anyway, still saying which limits it broke.
     forced, int8 = _build(fp32_model, dark, mode="always")
-    assert forced["published"] and int8.exists() and forced["reasons"]
+    assert forced["published"]
+    assert int8.exists()
+    assert forced["reasons"]
 
 
 def test_never_makes_no_model(fp32_model: Path) -> None:
     record, int8 = _build(fp32_model, np.zeros((1, 3, SIZE, SIZE), np.uint8), mode="never")
-    assert record["published"] is False and not int8.exists()
+    assert record["published"] is False
+    assert not int8.exists()
     assert "int8: never" in record["reasons"][0]
 
 
@@ -168,7 +172,8 @@ def test_gate_protects_a_few_shot_class_the_average_hides() -> None:
     # The same loss on a many-shot class passes, and a slower model fails min_speedup.
     assert gate_reasons(fp32, int8, [100] * 20, Int8Gate(), speedup=2.0) == []
     slow = gate_reasons(fp32, fp32, counts, Int8Gate(min_speedup=1.0), speedup=0.8)
-    assert slow and "not faster" in slow[0]
+    assert slow
+    assert "not faster" in slow[0]
 
 
 def test_onnx_logits_take_pixels_or_unit_floats(fp32_model: Path) -> None:
@@ -182,4 +187,5 @@ def test_onnx_logits_take_pixels_or_unit_floats(fp32_model: Path) -> None:
 def test_stratified_sample_includes_the_rarest_class() -> None:
     labels = np.array([0] * 500 + [1] * 3)
     picked = stratified_sample(labels, 8)
-    assert len(picked) == 8 and (labels[picked] == 1).sum() == 3
+    assert len(picked) == 8
+    assert (labels[picked] == 1).sum() == 3
