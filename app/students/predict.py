@@ -4,7 +4,8 @@ Images are prepared exactly as the engine prepared its training and test images
 (``foprokd.images.to_model_rgb``, torch-free, shared with the engine's cache, then uint8 / 255).
 The mean/std normalisation is inside the ONNX graph, and logits are divided by the temperature
 the engine fitted on val (``config.json``), so the probabilities are calibrated.
-``tests/unit/students/test_predict.py`` checks the API and the engine produce the same pixels and the same probabilities.
+``tests/unit/students/test_predict.py`` checks the API and the engine produce the same pixels
+and the same probabilities.
 """
 
 from __future__ import annotations
