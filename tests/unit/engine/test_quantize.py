@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +133,13 @@ def test_int8_is_close_to_fp32_on_golden_inputs(fp32_model: Path) -> None:
     assert np.array_equal(fp32_out.argmax(1), int8_out.argmax(1))
     assert np.abs(int8_out - fp32_out).max() <= 0.05 * np.ptp(fp32_out)
     assert verify_bundle(folder).passed
+    # Clinic IT has onnxruntime and numpy, not torch: verification must not need it.
+    blocked = (
+        "import sys; sys.modules['torch'] = None; from pathlib import Path; "
+        "from foprokd.bundle import verify_bundle; "
+        f"sys.exit(0 if verify_bundle(Path({str(folder)!r})).passed else 1)"
+    )
+    assert subprocess.run([sys.executable, "-c", blocked], check=False).returncode == 0
 
 
 def test_an_absurd_calibration_set_is_withheld(fp32_model: Path) -> None:

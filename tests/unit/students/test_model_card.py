@@ -12,8 +12,11 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
+from typer.testing import CliRunner
 
+from fopro.cli import cli
 from foprokd.bundle import verify_bundle
+from foprokd.cli import main as foprokd_cli
 from foprokd.data import LabelledImages
 from foprokd.evaluation import predict
 from foprokd.export import load_exported
@@ -268,6 +271,9 @@ def test_the_bundle_verifies_and_a_tampered_model_fails(
     assert bundle["provenance"]["method"] == "ekd"
     assert len(bundle["provenance"]["dataset_content_hash"]) == 64
     assert verify_bundle(folder).passed
+    passed = CliRunner().invoke(cli, ["verify-bundle", str(folder)])
+    assert passed.exit_code == 0, passed.output
+    assert "the bundle verifies" in passed.output
 
     model = folder / "student.onnx"
     data = bytearray(model.read_bytes())
@@ -278,3 +284,7 @@ def test_the_bundle_verifies_and_a_tampered_model_fails(
     failed = {check.name for check in result.checks if not check.passed}
     assert "student.onnx" in failed
     assert "fp32 golden outputs" in failed
+    refused = CliRunner().invoke(cli, ["verify-bundle", str(folder)])
+    assert refused.exit_code == 1
+    assert "FAIL student.onnx: sha256" in refused.output
+    assert foprokd_cli(["verify-bundle", str(folder)]) == 1
