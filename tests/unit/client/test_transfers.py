@@ -209,3 +209,33 @@ def test_predict_sends_every_image_as_files(tmp_path: Path) -> None:
         'Content-Disposition: form-data; name="files"; filename="b.jpg"',
     ]
     assert server.requests[0].url.params["top_k"] == "1"
+
+
+def test_the_bundle_files_download_like_any_artifact(tmp_path: Path) -> None:
+    # The client lists artifacts generically: the INT8 model, bundle.json and the golden
+    # files come down, checked against their recorded sha256, with no client change.
+    bodies = {
+        name: name.encode() * 100
+        for name in (
+            "student.int8.onnx",
+            "bundle.json",
+            "golden_inputs.npy",
+            "golden_outputs.npy",
+            "reliability_diagram.png",
+        )
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/jobs/job_1/artifacts":
+            return httpx.Response(
+                200,
+                json=[
+                    artifact_row(name, hashlib.sha256(body).hexdigest(), len(body))
+                    for name, body in bodies.items()
+                ],
+            )
+        return httpx.Response(200, content=bodies[request.url.path.rsplit("/", 1)[1]])
+
+    with Server(handler).client() as client:
+        paths = client.download_artifacts("job_1", tmp_path)
+    assert {p.name: p.read_bytes() for p in paths} == bodies
