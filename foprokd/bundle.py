@@ -70,12 +70,14 @@ def write_bundle(
     models: Mapping[str, Path],
     provenance: Mapping[str, Any],
     count: int = GOLDEN_IMAGES,
+    other_files: Sequence[Path] = (),
 ) -> list[Path]:
     """Write the golden files and ``bundle.json`` (last) into ``out_dir``; return their paths.
 
     ``config``: the export's ``config.json``; ``images``: uint8 (N, 3, S, S) evaluated images
     (up to ``count`` are picked, classes in turn) with their ``labels``; ``models``: ``fp32``
-    (and ``int8`` when published) ONNX files in ``out_dir``.
+    (and ``int8`` when published) ONNX files in ``out_dir``; ``other_files`` (the other
+    exports) are hashed too, so ``verify_bundle`` notices any changed file.
     """
     pick = stratified_sample(labels, count)
     golden = np.ascontiguousarray(images[pick])
@@ -96,7 +98,10 @@ def write_bundle(
             }
         )
     config_path = out_dir / "config.json"
-    files = {path.name: file_digest(path) for path in [config_path, *models.values(), *written]}
+    files = {
+        path.name: file_digest(path)
+        for path in [config_path, *models.values(), *other_files, *written]
+    }
     temperature = config.get("temperature")
     image_size = int(config["image_size"])
     bundle = {

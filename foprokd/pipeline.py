@@ -504,6 +504,7 @@ def _export(
         images=eval_pixels,
         labels=evaluated.labels.tolist(),
         models=models,
+        other_files=[exported["safetensors"], exported["torchscript"]],
         provenance={
             **dict(request.provenance),
             "dataset": dict(request.dataset),
