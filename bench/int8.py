@@ -7,9 +7,12 @@ threads: p50 latency per batch and images/s at batch 1 and 32, and file size. Sp
 depend on weight values, so the students use random weights; accuracy is measured by the jobs
 themselves (``model_card.json`` → ``int8``), e.g. ``python -m bench.fashion_lt``.
 The last line is the headline ratio: INT8 over FP32 images/s at batch 1.
+``--fashion-epochs N`` instead trains the Fashion-MNIST-LT benchmark student (``bench.fashion_lt``,
+method bsm) and prints its FP32 vs INT8 balanced accuracy, few-shot accuracy and latency.
 
     python -m bench.int8 --threads 1
-    python -m bench.int8 --quick          # smoke run (fewer repeats)
+    python -m bench.int8 --quick                    # smoke run (fewer repeats)
+    python -m bench.int8 --fashion-epochs 30        # accuracy of INT8 on the benchmark student
 """
 
 from __future__ import annotations
@@ -47,6 +50,95 @@ def measure(path: Path, image_size: int, batch: int, threads: int, repeats: int)
     return float(statistics.median(times))
 
 
+def fashion_accuracy(epochs: int, seed: int, threads: int, repeats: int) -> None:
+    """The Fashion-MNIST-LT benchmark student (``bench.fashion_lt``'s half-width ResNet-18 at
+    32 px, method ``bsm``: no teacher to train), FP32 vs INT8 as a job's gate measures them on
+    the 10k test set, calibrated on 128 class-stratified training images."""
+    import torch
+
+    from bench.fashion_lt import (
+        FINE_CLASSES,
+        MEAN,
+        STD,
+        BenchSettings,
+        halves,
+        labelled,
+        load_fashion_mnist,
+        resnet18,
+        student_split,
+    )
+    from foprokd.hyperparams import TrainConfig
+    from foprokd.pipeline import DatasetSplits, DecodedImages, DistillationRequest, run_distillation
+    from foprokd.quantize import CALIBRATION_IMAGES, Int8Gate, LatencySpec, build_int8
+    from foprokd.quantize import stratified_sample as sample
+    from foprokd.runtime import seed_everything
+    from foprokd.student import Student
+
+    torch.set_num_threads(threads)
+    settings = BenchSettings(epochs=epochs)
+    data = load_fashion_mnist()
+    train_idx, val_idx = student_split(
+        data.train_labels, halves(len(data.train_labels))[1], settings, seed
+    )
+    size = settings.image_size
+    sets = [
+        labelled(data.train_images[idx], data.train_labels[idx], FINE_CLASSES, size)
+        for idx in (train_idx, val_idx)
+    ]
+    test = labelled(data.test_images, data.test_labels, FINE_CLASSES, size)
+    seed_everything(seed)
+    student = Student(resnet18(settings.student_channels), len(FINE_CLASSES), 512, MEAN, STD)
+    with tempfile.TemporaryDirectory(prefix="bench-int8-fashion-") as scratch:
+        outcome = run_distillation(
+            DistillationRequest(
+                images=DecodedImages(DatasetSplits(sets[0], sets[1], test)),
+                out_dir=Path(scratch) / "run",
+                config=TrainConfig(
+                    method="bsm", epochs=epochs, image_size=size, seed=seed, device="cpu"
+                ),
+                student=student,
+                export=False,
+            )
+        )
+        folder = Path(scratch) / "student"
+        export_student(
+            outcome.result.student.classifier(),
+            classes=FINE_CLASSES,
+            image_size=size,
+            arch="resnet18-half",
+            out_dir=folder,
+        )
+        train = sets[0]
+        picked = torch.from_numpy(sample(train.labels.numpy(), CALIBRATION_IMAGES, seed))
+        record = build_int8(
+            folder / "student.onnx",
+            folder / "student.int8.onnx",
+            mode="always",
+            calibration=train.images[picked].numpy(),
+            eval_images=test.images.numpy(),
+            eval_labels=test.labels.numpy(),
+            class_names=FINE_CLASSES,
+            train_counts=train.class_counts(),
+            gate=Int8Gate(),
+            latency=LatencySpec(threads=threads, repeats=repeats),
+            evaluated_split="test",
+        )
+    print(f"Fashion-MNIST-LT bsm student, {epochs} epochs, seed {seed}, test 10k images")
+    for kind in ("fp32", "int8"):
+        side = record[kind]
+        groups = side["report"]["shot_groups"]
+        print(
+            f"{kind}: balanced acc {side['report']['balanced_accuracy']:.4f}  few-shot "
+            f"{groups['few']['accuracy']:.4f}  {side['size_mb']:.2f} MB  batch-1 p50 "
+            f"{side['latency_ms']['p50']:.3f} ms  p95 {side['latency_ms']['p95']:.3f} ms"
+        )
+    print("gate (auto): " + ("passes" if not record["reasons"] else "; ".join(record["reasons"])))
+    print(
+        f"INT8 - FP32 balanced accuracy {100 * record['deltas']['balanced_accuracy']:+.2f} points; "
+        f"batch-1 speed-up x{record['speedup_p50']:.2f}"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--students", nargs="+", default=list(STUDENTS))
@@ -54,8 +146,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="3 repeats: a smoke run")
+    parser.add_argument(
+        "--fashion-epochs",
+        type=int,
+        help="instead: train the Fashion-MNIST-LT student this many epochs and compare its "
+        "FP32 and INT8 accuracy and latency (the gate's numbers)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else args.repeats
+    if args.fashion_epochs is not None:
+        fashion_accuracy(args.fashion_epochs, args.seed, args.threads, repeats)
+        return
     rng = np.random.default_rng(0)
     calibration = rng.integers(0, 256, (64, 3, args.image_size, args.image_size), np.uint8)
     print(f"onnxruntime CPU, {args.threads} thread(s), {args.image_size} px, median of {repeats}")
