@@ -306,7 +306,7 @@ def run_distillation(
         callbacks.on_phase("exporting")
         files, int8 = _export(request, result, splits, teacher, metrics, trust)
         metrics["export"] = {path.name: str(path.relative_to(out_dir)) for path in files}
-        if not int8["published"]:
+        if not int8["published"] and int8["mode"] != "never":
             callbacks.on_warning("INT8 model withheld: " + "; ".join(int8["reasons"]) + ".")
     metrics["trust"] = trust_summary(trust, int8)
     write_json_atomic(out_dir / METRICS_FILE, metrics)
