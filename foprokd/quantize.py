@@ -8,7 +8,8 @@ the QDQ format, with MinMax ranges from a class-stratified sample of training im
 Compression hurts the rare classes first, so the gate looks at them, not only at the average:
 under ``auto`` the INT8 file is published only when balanced accuracy drops by at most
 ``max_balanced_accuracy_drop`` and no few-shot class loses more than
-``max_few_shot_recall_drop`` of recall, and (optionally) when it is actually faster.
+``max_few_shot_recall_drop`` of recall, and (unless ``min_speedup`` is None) when it is not
+slower than FP32 at batch 1 on this machine.
 """
 
 from __future__ import annotations

@@ -67,5 +67,7 @@ def test_the_job_page_shows_calibration_int8_and_warnings(client: TestClient, te
     # bcc has 4 test images: the per-class row and the calibration card both warn.
     assert "test: 4 image(s)" in html
     assert "test holds 4 image(s) of bcc" in html
+    # No reliability_diagram.png among this job's artifacts: no broken image.
+    assert "reliability_diagram.png" not in html
     low, high = metrics["report"]["intervals"]["headline"]["balanced_accuracy"]
     assert f"[{low:.3f}–{high:.3f}]" in html
