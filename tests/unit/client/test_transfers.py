@@ -239,3 +239,49 @@ def test_the_bundle_files_download_like_any_artifact(tmp_path: Path) -> None:
     with Server(handler).client() as client:
         paths = client.download_artifacts("job_1", tmp_path)
     assert {p.name: p.read_bytes() for p in paths} == bodies
+
+
+def test_predict_asks_for_findings_and_heat_maps(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"png")
+    answer = {
+        "job_id": "job_1",
+        "model_sha256": SHA,
+        "image_size": 32,
+        "temperature": 1.7,
+        "threshold_profile": "sens95",
+        "predictions": [
+            {
+                "filename": "a.png",
+                "top_k": [{"label": "melanoma", "index": 1, "probability": 0.6}],
+                "findings": [
+                    {"label": "melanoma", "index": 1, "probability": 0.6, "threshold": 0.2}
+                ],
+                "explanation": {
+                    "method": "occlusion",
+                    "label": "melanoma",
+                    "index": 1,
+                    "patch": 8,
+                    "passes": 17,
+                    "max_drop": 0.4,
+                    "png_base64": "iVBORw0KGgo=",
+                },
+            }
+        ],
+    }
+    server = Server(lambda request: httpx.Response(200, json=answer))
+    with server.client() as client:
+        predictions = client.predict(
+            "job_1", [tmp_path / "a.png"], threshold_profile="sens95", explain=True, patch=8
+        )
+    params = server.requests[0].url.params
+    assert (params["threshold_profile"], params["explain"], params["patch"]) == (
+        "sens95",
+        "occlusion",
+        "8",
+    )
+    [prediction] = predictions.predictions
+    assert prediction.findings is not None
+    assert prediction.findings[0].threshold == 0.2
+    assert prediction.explanation is not None
+    assert prediction.explanation.passes == 17
+    assert predictions.temperature == 1.7
