@@ -477,10 +477,11 @@ def _operating_point_lines(points: Mapping[str, Any]) -> list[str]:
 def _int8_lines(int8: Mapping[str, Any] | None) -> list[str]:
     if int8 is None:
         return []
+    reasons = "; ".join(int8["reasons"])
     verdict = (
-        f"published as `{int8['file']}`"
-        if int8["published"]
-        else f"**withheld**: {'; '.join(int8['reasons'])}"
+        f"**withheld**: {reasons}"
+        if not int8["published"]
+        else f"published as `{int8['file']}`" + (f", although {reasons}" if reasons else "")
     )
     lines = ["## INT8 student", "", f"Mode `{int8['mode']}`: {verdict}.", ""]
     if "fp32" not in int8:

@@ -31,6 +31,7 @@ from foprokd.model_card import (
     build_model_card,
     count_flops,
     count_parameters,
+    render_markdown,
     write_model_card,
 )
 from foprokd.pipeline import DistillationRequest, ManifestImages, run_distillation
@@ -288,3 +289,17 @@ def test_the_bundle_verifies_and_a_tampered_model_fails(
     assert refused.exit_code == 1
     assert "FAIL student.onnx: sha256" in refused.output
     assert foprokd_cli(["verify-bundle", str(folder)]) == 1
+
+
+def test_an_int8_model_published_by_always_says_which_limits_it_broke(
+    engine_run: dict[str, Any],
+) -> None:
+    card = json.loads((engine_run["onnx"].parent / "model_card.json").read_text())
+    card["trust"]["int8"].update(
+        mode="always", published=True, reasons=["balanced accuracy drops by 3.00 points"]
+    )
+    markdown = render_markdown(card)
+    assert (
+        "Mode `always`: published as `student.int8.onnx`, although balanced accuracy drops by "
+        "3.00 points." in markdown
+    )
