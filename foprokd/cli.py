@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal, get_args, get_origin
 
 from foprokd.atomic import write_json_atomic
+from foprokd.bundle import verify_bundle
 from foprokd.errors import EngineError, ManifestInvalid
 from foprokd.hyperparams import METHOD_HELP, METHODS, HyperParams, TrainConfig
 from foprokd.manifest import ManifestRow, read_manifest, scan_image_folder
@@ -107,6 +108,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     paths = export_run(args.run, args.out)
     print("exported: " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _cmd_verify_bundle(args: argparse.Namespace) -> int:
+    result = verify_bundle(args.folder)
+    for check in result.checks:
+        print(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
+    print(f"{args.folder}: the bundle {'verifies' if result.passed else 'does NOT verify'}.")
+    return 0 if result.passed else 1
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
@@ -223,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--run", type=Path, required=True)
     export.add_argument("--out", type=Path, help="export folder (default: RUN/student)")
     export.set_defaults(handler=_cmd_export)
+
+    verify = commands.add_parser(
+        "verify-bundle",
+        help="check a bundle's files (sha256) and golden outputs with onnxruntime",
+    )
+    verify.add_argument("folder", type=Path, help="a student folder holding bundle.json")
+    verify.set_defaults(handler=_cmd_verify_bundle)
 
     sample = commands.add_parser(
         "sample",

@@ -30,6 +30,7 @@ DEFAULT_METHOD: Method = "fopro_akd"
 TEACHER_METHODS = frozenset({"ekd", "fopro", "fopro_akd"})
 PROMPT_METHODS = frozenset({"fopro", "fopro_akd"})
 StudentInit = Literal["imagenet", "scratch"]
+Int8Mode = Literal["auto", "always", "never"]
 
 
 class HyperParams(BaseModel):
@@ -68,6 +69,12 @@ class HyperParams(BaseModel):
         description="Student backbone start: imagenet = its installed ImageNet weights (a run "
         "without them is refused); scratch = random init, as the released FoPro-KD command "
         "trains it (no student weights needed).",
+    )
+    int8: Int8Mode = Field(
+        default="auto",
+        description="INT8 ONNX student: auto = published only when it keeps balanced accuracy "
+        "and few-shot recall (and is faster on the worker's CPU), else the model card says why "
+        "it was withheld; always = published whatever its scores; never = not made.",
     )
 
 

@@ -39,6 +39,7 @@ from foprokd.catalog import TEACHERS, ModelSpec
 from foprokd.errors import TrainingCancelled
 from foprokd.hyperparams import TEACHER_METHODS
 from foprokd.pipeline import DistillationRequest, PipelineCallbacks, run_distillation
+from foprokd.quantize import Int8Gate
 from foprokd.trainer import EpochSummary, Progress
 from foprokd.zoo import resolve_spec, resolve_weights
 from workers.dataset_cache import fetch_dataset
@@ -58,6 +59,7 @@ JOB_METRICS = (
     "best_epoch",
     "best_val_balanced_accuracy",
     "split_sizes",
+    "trust",
 )
 PHASE_EVENTS = {
     "training": "Training started.",
@@ -338,6 +340,12 @@ class DistillationRun:
                 "split": dict((dataset.stats or {}).get("split") or {}),
             },
             provenance={"job_id": job.id, "dataset_id": job.dataset_id},
+            split_seed=dataset.split_seed,
+            int8_gate=Int8Gate(
+                max_balanced_accuracy_drop=self.settings.int8_max_balanced_accuracy_drop,
+                max_few_shot_recall_drop=self.settings.int8_max_few_shot_recall_drop,
+                min_speedup=self.settings.int8_min_speedup or None,
+            ),
         )
         outcome = run_distillation(request, JobCallbacks(self, watch))
 

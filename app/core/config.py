@@ -87,6 +87,15 @@ class Settings(BaseSettings):
     # How long a rotated key keeps working when the rotation does not say.
     key_rotation_grace_s: int = Field(default=24 * 3600, ge=0, le=30 * 24 * 3600)
 
+    # When a job's `int8: auto` publishes its INT8 student: drops as fractions (0.01 = 1 point),
+    # and the FP32/INT8 batch-1 p50 latency ratio on the worker (0 = no speed requirement).
+    int8_max_balanced_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
+    int8_max_few_shot_recall_drop: float = Field(default=0.05, ge=0, le=1)
+    int8_min_speedup: float = Field(default=1.0, ge=0)
+    # Occlusion explanations (`predict?explain=occlusion`): onnxruntime forward passes allowed
+    # per request, over all its images (each image costs one pass per patch, plus one).
+    explain_max_passes: int = Field(default=1024, ge=1)
+
     @model_validator(mode="after")
     def _fill_defaults_and_check(self) -> Self:
         data_dir = self.data_dir.expanduser().resolve()

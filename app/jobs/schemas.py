@@ -129,3 +129,8 @@ class JobMetricsOut(BaseModel):
     report: dict[str, Any] | None = Field(
         description="The best student's classification report (engine metrics) once succeeded."
     )
+    trust: dict[str, Any] | None = Field(
+        default=None,
+        description="Calibration (temperature, ECE/NLL before and after), the INT8 decision "
+        "and the per-class small-split warnings, once succeeded (the model card has the rest).",
+    )

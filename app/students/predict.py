@@ -2,8 +2,10 @@
 
 Images are prepared exactly as the engine prepared its training and test images
 (``foprokd.images.to_model_rgb``, torch-free, shared with the engine's cache, then uint8 / 255).
-The mean/std normalisation is inside the ONNX graph; ``tests/unit/students/test_predict.py``
-checks the API and the engine produce the same pixels and the same probabilities.
+The mean/std normalisation is inside the ONNX graph, and logits are divided by the temperature
+the engine fitted on val (``config.json``), so the probabilities are calibrated.
+``tests/unit/students/test_predict.py`` checks the API and the engine produce the same pixels
+and the same probabilities.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,7 @@ from app.core.errors import Conflict, InvalidInput, PayloadTooLarge
 from app.core.storage import ObjectStore
 from app.core.tenancy import get_owned
 from app.jobs.models import Job
+from app.students.explain import check_profile, explain_occlusion, findings, occlusion_plan
 from app.students.models import Artifact
 from app.students.schemas import ClassScore, ImagePrediction, PredictionsOut
 from foprokd.images import RESIZE_POLICY, to_model_rgb
@@ -56,12 +59,14 @@ class StudentRuntime:
     classes: list[str]
     image_size: int
     sha256: str
+    temperature: float = 1.0  # fitted on val by the engine; 1.0 for an uncalibrated export
+    thresholds: dict[str, list[float | None]] = field(default_factory=dict)  # per profile
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """images: float32 (N, 3, S, S) in [0, 1] -> softmax probabilities float32 (N, C)."""
+        """images: float32 (N, 3, S, S) in [0, 1] -> calibrated softmax(logits / T) (N, C)."""
         logits = np.asarray(
             self.session.run([self.output_name], {self.input_name: images})[0], dtype=np.float32
-        )
+        ) / np.float32(self.temperature)
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True)
 
@@ -120,6 +125,8 @@ def load_runtime(store: ObjectStore, onnx: Artifact, config: Artifact) -> Studen
         classes=[str(c) for c in described["classes"]],
         image_size=int(described["image_size"]),
         sha256=onnx.sha256,
+        temperature=float(described.get("temperature") or 1.0),
+        thresholds=dict(described.get("operating_points") or {}),
     )
 
 
@@ -161,11 +168,17 @@ def predict_for_job(
     job_id: str,
     images: Sequence[tuple[str, bytes]],
     k: int,
+    threshold_profile: str | None = None,
+    explain: bool = False,
+    patch: int | None = None,
 ) -> PredictionsOut:
-    """Top-``k`` classes for each (filename, bytes) image from the job's exported ONNX student.
+    """Top-``k`` classes for each (filename, bytes) image from the job's exported ONNX student;
+    with ``threshold_profile`` its findings at that operating point, with ``explain`` an
+    occlusion heat map (``patch`` px squares) per image (``app.students.explain``).
 
     Raises 404 for another team's job, 409 when the job has no exported student, 413/422 for
-    too many, too large or unreadable images (naming the file).
+    too many, too large or unreadable images (naming the file), an unknown profile, or heat
+    maps that would take more forward passes than ``explain_max_passes``.
     """
     if not images:
         raise InvalidInput("Send at least one image as a multipart field named `files`.")
@@ -194,6 +207,10 @@ def predict_for_job(
             details={"job_id": job_id, "status": job.status},
         )
     runtime = runtime_cache.get(store, exported[ONNX_NAME], exported[CONFIG_NAME])
+    if threshold_profile is not None:
+        check_profile(threshold_profile, runtime.thresholds)
+    if explain:
+        patch = occlusion_plan(runtime.image_size, patch, len(images), settings.explain_max_passes)
     batch = []
     for filename, data in images:
         try:
@@ -202,15 +219,27 @@ def predict_for_job(
             )
         except ImageUnreadable as exc:
             raise ImageUnreadable(f"{filename!r}: {exc.message}") from exc
-    probabilities = runtime.probabilities(np.stack(batch))
+    pixels = np.stack(batch)
+    probabilities = runtime.probabilities(pixels)
+    predictions = [
+        ImagePrediction(filename=filename, top_k=scores)
+        for (filename, _), scores in zip(
+            images, top_k(probabilities, runtime.classes, k), strict=True
+        )
+    ]
+    if threshold_profile is not None:
+        flagged = findings(probabilities, runtime.classes, runtime.thresholds[threshold_profile])
+        for prediction, found in zip(predictions, flagged, strict=True):
+            prediction.findings = found
+    if explain and patch is not None:
+        maps = explain_occlusion(runtime, pixels, probabilities, patch)
+        for prediction, explanation in zip(predictions, maps, strict=True):
+            prediction.explanation = explanation
     return PredictionsOut(
         job_id=job_id,
         model_sha256=runtime.sha256,
         image_size=runtime.image_size,
-        predictions=[
-            ImagePrediction(filename=filename, top_k=scores)
-            for (filename, _), scores in zip(
-                images, top_k(probabilities, runtime.classes, k), strict=True
-            )
-        ],
+        temperature=runtime.temperature,
+        threshold_profile=threshold_profile,
+        predictions=predictions,
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from enum import StrEnum
 from typing import Annotated, BinaryIO
 
 from fastapi import APIRouter, File, Query, Request, Response, UploadFile
@@ -26,6 +27,12 @@ from app.students.schemas import ArtifactOut, PredictionsOut
 from app.students.service import get_artifact, list_artifacts
 
 router = APIRouter(prefix="/jobs/{job_id}", tags=["artifacts"])
+
+
+class ExplainMethod(StrEnum):
+    occlusion = "occlusion"
+
+
 links = APIRouter(tags=["artifacts"])
 
 
@@ -147,13 +154,39 @@ def predict(
     settings: SettingsDep,
     files: Annotated[list[UploadFile], File(description="One or more image files.")],
     top_k: Annotated[int, Query(ge=1, le=1000, description="Classes per image.")] = 5,
+    threshold_profile: Annotated[
+        str | None,
+        Query(
+            max_length=32,
+            description="Flag findings at an operating point of config.json (sens90: the "
+            "thresholds that reached 90 % sensitivity per class on val; sens95).",
+        ),
+    ] = None,
+    explain: Annotated[
+        ExplainMethod | None,
+        Query(description="occlusion: a heat map per image for its most probable class."),
+    ] = None,
+    patch: Annotated[
+        int | None,
+        Query(ge=1, le=1024, description="Occlusion patch side in px (default: S / 8)."),
+    ] = None,
 ) -> PredictionsOut:
-    """Top-k classes per image from the job's student.onnx, preprocessed as in training."""
+    """Top-k classes per image from the job's student.onnx, preprocessed as in training, with
+    calibrated probabilities; optionally findings at an operating point and heat maps."""
     # Read one byte past the limit: enough to refuse an oversized file without holding it all.
     images = [
         (upload.filename or f"image-{i}", upload.file.read(settings.max_file_bytes + 1))
         for i, upload in enumerate(files)
     ]
     return predict_for_job(
-        session, store, settings, team_id=principal.team_id, job_id=job_id, images=images, k=top_k
+        session,
+        store,
+        settings,
+        team_id=principal.team_id,
+        job_id=job_id,
+        images=images,
+        k=top_k,
+        threshold_profile=threshold_profile,
+        explain=explain is not None,
+        patch=patch,
     )

@@ -511,9 +511,18 @@ class FoproClient:
                 self.retry.wait(failures - 1)
 
     def predict(
-        self, job_id: str, paths: Iterable[str | os.PathLike[str]], *, top_k: int = 5
+        self,
+        job_id: str,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        top_k: int = 5,
+        threshold_profile: str | None = None,
+        explain: bool = False,
+        patch: int | None = None,
     ) -> Predictions:
-        """Top-``top_k`` classes per image from the job's exported student (run by the API)."""
+        """Top-``top_k`` classes per image from the job's exported student (run by the API);
+        ``threshold_profile`` (``sens90``, ``sens95``) adds findings at that operating point,
+        ``explain`` an occlusion heat map per image (``patch`` px squares)."""
         images = [Path(p) for p in paths]
         if not images:
             raise ValueError("predict needs at least one image path")
@@ -537,7 +546,12 @@ class FoproClient:
                 Predictions,
                 "POST",
                 f"/v1/jobs/{job_id}/predict",
-                params={"top_k": top_k},
+                params={
+                    "top_k": top_k,
+                    **({"threshold_profile": threshold_profile} if threshold_profile else {}),
+                    **({"explain": "occlusion"} if explain else {}),
+                    **({"patch": patch} if patch is not None else {}),
+                },
                 files=parts,
                 idempotent=True,
             )
