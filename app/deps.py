@@ -9,10 +9,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
+from app.audit.service import Actor
 from app.core.config import Settings, get_settings
 from app.core.db import get_sessionmaker
 from app.core.errors import Unauthenticated
 from app.core.ratelimit import STATE_KEY, key_rate_limiter
+from app.core.request_id import current_request_id
 from app.core.storage import ObjectStore, open_object_store
 from app.teams.service import Principal, authenticate
 
@@ -72,3 +74,27 @@ def get_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def client_address(request: Request) -> str | None:
+    """The peer's address (uvicorn's proxy headers make it the client's behind a proxy)."""
+    return request.client.host if request.client else None
+
+
+def actor_for(request: Request, principal: Principal) -> Actor:
+    """Who the audit trail names for ``principal``'s ``request`` (API or dashboard)."""
+    return Actor(
+        team_id=principal.team_id,
+        key_id=principal.key_id,
+        key_prefix=principal.key_prefix,
+        role=principal.role.value,
+        client_address=client_address(request),
+        request_id=current_request_id(),
+    )
+
+
+def get_actor(request: Request, principal: CurrentPrincipal) -> Actor:
+    return actor_for(request, principal)
+
+
+ActorDep = Annotated[Actor, Depends(get_actor)]

@@ -32,7 +32,11 @@ CELERY_PRIORITY: dict[Priority, int] = {Priority.high: 0, Priority.normal: 5, Pr
 
 class JobParams(HyperParams):
     """Hyper-parameters of one run: the engine's own fields, defaults (the paper's), ranges and
-    help texts (``foprokd.hyperparams``), plus the service's switches and policies."""
+    help texts (``foprokd.hyperparams``), plus the service's switches and policies.
+
+    Strict types: ``"epochs": "10"`` or ``true`` is a client bug to report, not to guess at."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     allow_random_weights: bool = Field(
         default=False,
@@ -63,7 +67,7 @@ class JobCreate(BaseModel):
     teacher: str = Field(
         max_length=100, description="A built-in teacher (GET /v1/teachers) or your team's own."
     )
-    student: str = Field(max_length=100)
+    student: str = Field(max_length=100, json_schema_extra={"enum": sorted(STUDENTS)})
     method: Method = Field(
         default=DEFAULT_METHOD,
         description="; ".join(f"{name}: {text.rstrip('.')}" for name, text in METHOD_HELP.items()),
