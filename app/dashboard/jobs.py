@@ -174,7 +174,8 @@ async def submit_job(
                 "method": form.get("method", DEFAULT_METHOD),
                 "priority": form.get("priority", Priority.normal.value),
                 "params": params,
-            }
+            },
+            strict=False,  # a form sends text: "7" is the number the user typed
         )
         record(session, actor_for(request, user.principal), AuditAction.job_create, created=Job)
         job, _ = jobs_service.create_job(

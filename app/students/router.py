@@ -18,7 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 
 from app.audit.service import Actor, AuditAction, record
-from app.core.errors import ErrorOut, NotFound, ServiceError
+from app.core.errors import ErrorOut, NotFound, ServiceError, error_responses
 from app.core.request_id import current_request_id
 from app.core.security import sign_download, verify_download
 from app.core.storage import COPY_CHUNK_BYTES, ObjectStore, content_disposition
@@ -65,7 +65,15 @@ def read_artifacts(
     return [_artifact_out(a) for a in list_artifacts(session, principal.team_id, job_id)]
 
 
-@router.get("/artifacts/{name}", response_class=StreamingResponse)
+@router.get(
+    "/artifacts/{name}",
+    response_class=StreamingResponse,
+    responses={
+        206: {"description": "The byte range asked for with `Range`."},
+        307: {"description": "With `?redirect=true`: to a short-lived link needing no key."},
+        **error_responses(416),
+    },
+)
 def download_artifact(
     job_id: str,
     name: str,
@@ -95,7 +103,11 @@ def download_artifact(
     return _serve(artifact, request, store)
 
 
-@links.get("/downloads/{token}", response_class=StreamingResponse)
+@links.get(
+    "/downloads/{token}",
+    response_class=StreamingResponse,
+    responses=error_responses(403, 404, 416, 503),
+)
 def download_by_link(
     token: str, request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep
 ) -> Response:
