@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from app.audit.service import Actor
@@ -46,15 +47,26 @@ SessionDep = Annotated[Session, Depends(get_session)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 
 
+# Declares the scheme in the OpenAPI schema; the 401s stay ours (auto_error would answer 403).
+bearer_key = HTTPBearer(
+    scheme_name="ApiKey",
+    bearerFormat="fpk_...",
+    description="A team's API key: `Authorization: Bearer fpk_...` (`fopro admin create-key`).",
+    auto_error=False,
+)
+
+
 def get_authenticated_principal(
-    request: Request, session: SessionDep, settings: SettingsDep
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_key)],
 ) -> Principal:
     """Resolve ``Authorization: Bearer <key>`` to the caller's team and role, or 401."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = credentials.credentials.strip() if credentials is not None else ""
+    if not token:
         raise Unauthenticated("Missing API key. Send `Authorization: Bearer <your key>`.")
-    principal = authenticate(session, token.strip(), settings.secret_key)
+    principal = authenticate(session, token, settings.secret_key)
     request.state.team_id = principal.team_id
     return principal
 
