@@ -27,7 +27,7 @@ class Priority(StrEnum):
 
 # Redis (the production broker) serves the lowest number first; 5 is Celery's default here.
 MIN_IMAGE_SIZE = 32
-STUDENT_CHOICES: list[JsonValue] = sorted(STUDENTS)
+STUDENT_CHOICES: list[JsonValue] = [*sorted(STUDENTS)]
 CELERY_PRIORITY: dict[Priority, int] = {Priority.high: 0, Priority.normal: 5, Priority.low: 9}
 
 
