@@ -52,9 +52,18 @@ class BodyLimits:
             await self._json(scope, receive, send, declared, limit=limit, idle_s=idle_s)
             return
 
+        body_done = False
+
         async def idle_limited() -> Message:
-            with anyio.move_on_after(idle_s):
+            nonlocal body_done
+            if body_done:
+                # After the body, receive() waits for the client to leave (streamed responses
+                # listen for it): no timeout there, or a long event stream would be cut.
                 return await receive()
+            with anyio.move_on_after(idle_s):
+                message = await receive()
+                body_done = message["type"] != "http.request" or not message.get("more_body")
+                return message
             return {"type": "http.disconnect"}
 
         await self.app(scope, idle_limited, send)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
 import anyio
@@ -214,3 +215,26 @@ def _secret() -> str:
     from app.core.config import get_settings
 
     return get_settings().secret_key
+
+
+def test_the_body_idle_timeout_never_cuts_a_response_stream(
+    client: TestClient, session: Session, team: Team, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    override_settings(monkeypatch, body_idle_timeout_s="0.2")
+    job = add_job(session, team, status=JobStatus.running.value)
+    member = authenticate(session, team.member, _secret())
+    progress: list[str] = []
+    with client.stream("GET", f"/v1/jobs/{job.id}/stream", headers=auth(team.member)) as response:
+        lines = response.iter_lines()
+        for line in lines:
+            if line.startswith("event: progress"):
+                progress.append(next(lines))
+                if len(progress) == 1:
+                    time.sleep(1.0)  # five idle timeouts with no body to wait for
+                    job.progress = {"epoch": 1}
+                    session.commit()
+                else:
+                    session.get_one(ApiKey, member.key_id).revoked_at = utcnow()
+                    session.commit()
+    assert len(progress) == 2
+    assert '"epoch": 1' in progress[1]
