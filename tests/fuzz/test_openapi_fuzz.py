@@ -31,7 +31,7 @@ from tests.support.service import configure_service, reset_service_caches
 from tests.unit.teams.conftest import make_team
 from tests.unit.teams.test_auth_matrix import Tenant, populate
 
-EXAMPLES_PER_OPERATION = 8
+EXAMPLES_PER_OPERATION = 5
 
 
 def no_server_error(ctx: Any, response: Any, case: Any) -> bool | None:
