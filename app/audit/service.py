@@ -1,9 +1,10 @@
 """Writing audit records in the caller's transaction, reading them per team, purging old ones.
 
-A record is added to the same session as the change it describes, before that change commits:
-the change and its record commit together, or neither does (a refused or failed call rolls both
-back). For a call that creates an object whose id is made inside a service, the record waits
-in the session until the flush that inserts the object, and takes that object's id.
+A route notes its record on the request's session before the change; the session's next commit
+inserts it, inside that commit's transaction: the change and its record are written together or
+not at all (a refused or failed call never commits, so it leaves no record). For a call that
+creates an object whose id is made inside a service, the record takes the id of the first new
+row of that kind the session writes.
 """
 
 from __future__ import annotations
@@ -59,32 +60,35 @@ class Actor:
     request_id: str | None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Pending:
+    """A record waiting for its session's next commit (and, for ``created``, for the id of
+    the object the call creates)."""
+
     actor: Actor
     action: AuditAction
-    created: type[Base]
+    object_id: str | None
+    created: type[Base] | None
     details: dict[str, Any]
 
+    @property
+    def object_type(self) -> str:
+        return self.action.value.split(".", 1)[0]
 
-def _row(
-    actor: Actor,
-    action: AuditAction,
-    object_type: str,
-    object_id: str | None,
-    details: dict[str, Any],
-) -> AuditRecord:
+
+def _row(entry: _Pending) -> AuditRecord:
+    actor = entry.actor
     return AuditRecord(
         team_id=actor.team_id,
         key_id=actor.key_id,
         key_prefix=actor.key_prefix,
         role=actor.role,
-        action=action.value,
-        object_type=object_type,
-        object_id=object_id,
+        action=entry.action.value,
+        object_type=entry.object_type,
+        object_id=entry.object_id,
         client_address=actor.client_address,
         request_id=actor.request_id,
-        details=details,
+        details=entry.details,
     )
 
 
@@ -97,37 +101,41 @@ def record(
     created: type[Base] | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Add the record of ``action`` on ``object_id`` to ``session`` (committed with it).
+    """Have ``session``'s next commit write the record of ``action`` on ``object_id``.
 
-    With ``created`` (a model class) and no ``object_id``: the record names the first new row
-    of that class the session flushes; a call that creates none (an idempotent replay) leaves
-    no record.
+    The record is inserted by that commit, inside its transaction: it is written with the
+    change or not at all. A session closed without another commit (the call was refused or
+    failed) writes nothing; one a service rolled back and retried still writes it with the
+    retry. With ``created`` (a model class) and no ``object_id``, the record names the first
+    new row of that class the session writes, and is dropped if none is (an idempotent replay).
     """
-    object_type = action.value.split(".", 1)[0]
-    if object_id is None and created is not None:
-        session.info.setdefault(_PENDING, []).append(
-            _Pending(actor, action, created, dict(details or {}))
-        )
-        return
-    session.add(_row(actor, action, object_type, object_id, dict(details or {})))
+    entry = _Pending(actor, action, object_id, created, dict(details or {}))
+    session.info.setdefault(_PENDING, []).append(entry)
+
+
+def _name_created(session: Session) -> None:
+    for entry in session.info.get(_PENDING) or []:
+        if entry.object_id is None and entry.created is not None:
+            made = next((obj for obj in session.new if isinstance(obj, entry.created)), None)
+            if made is not None:
+                entry.object_id = str(getattr(made, "id", "")) or None
 
 
 @event.listens_for(Session, "before_flush")
 def _name_created_objects(session: Session, _context: Any, _instances: Any) -> None:
-    pending: list[_Pending] = session.info.get(_PENDING) or []
-    for entry in list(pending):
-        made = next((obj for obj in session.new if isinstance(obj, entry.created)), None)
-        if made is None:
-            continue
-        pending.remove(entry)
-        object_type = entry.action.value.split(".", 1)[0]
-        made_id = str(getattr(made, "id", "")) or None
-        session.add(_row(entry.actor, entry.action, object_type, made_id, entry.details))
+    _name_created(session)
 
 
-@event.listens_for(Session, "after_rollback")
-def _forget_pending(session: Session) -> None:
-    session.info.pop(_PENDING, None)
+@event.listens_for(Session, "before_commit")
+def _write_pending_records(session: Session) -> None:
+    _name_created(session)
+    ready: list[_Pending] = []
+    waiting: list[_Pending] = []
+    for entry in session.info.get(_PENDING) or []:
+        (ready if entry.object_id is not None or entry.created is None else waiting).append(entry)
+    if ready:
+        session.add_all(_row(entry) for entry in ready)
+        session.info[_PENDING] = waiting
 
 
 @dataclass(frozen=True)

@@ -193,3 +193,20 @@ def test_retention_purges_old_records_only(
     session.expire_all()
     assert session.scalar(select(func.count(AuditRecord.id))) == 1
     assert audit_service.purge_expired(session, 30) == 0
+
+
+def test_a_record_goes_with_the_next_commit_even_past_a_rollback_and_never_without_one(
+    session: Session, team: TeamKeys
+) -> None:
+    from app.core.db import get_sessionmaker
+
+    actor = audit_service.Actor(team.id, "key_x", "fpk_x", "member", "10.0.0.1", "rid-1")
+    # A service that rolls back a lost race and retries (cancel_job does) still commits it.
+    audit_service.record(session, actor, audit_service.AuditAction.job_cancel, "job_retried")
+    session.rollback()
+    session.commit()
+    with get_sessionmaker()() as refused:
+        audit_service.record(refused, actor, audit_service.AuditAction.job_cancel, "job_refused")
+        refused.rollback()
+    written = session.scalars(select(AuditRecord.object_id)).all()
+    assert written == ["job_retried"]
