@@ -96,6 +96,25 @@ class Settings(BaseSettings):
     # per request, over all its images (each image costs one pass per patch, plus one).
     explain_max_passes: int = Field(default=1024, ge=1)
 
+    # Audit records older than this are purged (`fopro admin purge-audit`, and every reaper).
+    audit_retention_days: int = Field(default=400, ge=1, le=36500)
+
+    # Hostile or careless clients: bodies and predictions have bounds.
+    max_json_body_bytes: int = Field(default=1024**2, ge=1024)
+    # A request body that sends nothing for this long is dropped (a stalled upload).
+    body_idle_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    max_predict_bytes: int = Field(default=64 * 1024**2, gt=0)  # all images of one request
+    max_predict_image_pixels: int = Field(default=25_000_000, gt=0)  # one image, as stored
+    # Pixels decoded per request (a large JPEG decodes reduced; other formats count whole).
+    max_predict_pixels: int = Field(default=150_000_000, gt=0)
+    max_concurrent_predictions: int = Field(default=2, ge=1)  # per API process; 429 beyond
+
+    # HTTP hardening: HSTS when the request came over TLS, or always behind a TLS proxy that
+    # does not forward the scheme; CORS only for these origins (empty: off).
+    hsts_max_age_s: int = Field(default=31_536_000, ge=0)
+    hsts_behind_proxy: bool = False
+    cors_origins: list[str] = Field(default_factory=list)
+
     @model_validator(mode="after")
     def _fill_defaults_and_check(self) -> Self:
         data_dir = self.data_dir.expanduser().resolve()

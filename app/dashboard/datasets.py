@@ -19,7 +19,7 @@ from app.dashboard.auth import CsrfCheckedDep, CsrfCheckedUploadDep, SignedIn, S
 from app.dashboard.pages import DashboardRoute, PageNumber, list_window, page, page_count
 from app.datasets import router as datasets_api
 from app.datasets.models import DatasetStatus
-from app.deps import SessionDep, SettingsDep, StoreDep
+from app.deps import SessionDep, SettingsDep, StoreDep, actor_for
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
@@ -68,8 +68,9 @@ async def upload_dataset(
     """``POST /v1/datasets`` with the session's key: 202 and the dataset (JSON) for the page's
     script, which then opens the dataset's page."""
     response = Response()
+    actor = actor_for(request, user.principal)
     dataset = await datasets_api.upload_dataset(
-        request, response, user.principal, session, settings, store
+        request, response, user.principal, actor, session, settings, store
     )
     return JSONResponse(
         dataset.model_dump(mode="json"),
@@ -144,7 +145,8 @@ def dataset_status(
 
 @router.post("/datasets/{dataset_id}/delete")
 def delete_dataset(
-    dataset_id: str, user: CsrfCheckedDep, session: SessionDep, store: StoreDep
+    dataset_id: str, request: Request, user: CsrfCheckedDep, session: SessionDep, store: StoreDep
 ) -> Response:
-    datasets_api.delete_dataset(dataset_id, user.principal, session, store)
+    actor = actor_for(request, user.principal)
+    datasets_api.delete_dataset(dataset_id, user.principal, actor, session, store)
     return RedirectResponse("/datasets", status_code=303)

@@ -78,7 +78,8 @@ class UploadRequest(IngestOptions):
 class DirectUploadRequest(UploadRequest):
     """``POST /v1/datasets/uploads``: start a direct-to-S3 multipart upload of ``size`` bytes."""
 
-    size: int = Field(gt=0, description="archive size in bytes")
+    # S3's own limit on one object (5 TiB) bounds it, and keeps it inside a 64-bit integer.
+    size: int = Field(gt=0, le=5 * 1024**4, description="archive size in bytes")
 
 
 class PartUrl(BaseModel):

@@ -10,7 +10,6 @@ and the same probabilities.
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 from collections import OrderedDict
@@ -19,19 +18,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core.config import Settings
-from app.core.errors import Conflict, InvalidInput, PayloadTooLarge
+from app.core.errors import Conflict
 from app.core.storage import ObjectStore
 from app.core.tenancy import get_owned
 from app.jobs.models import Job
-from app.students.explain import check_profile, explain_occlusion, findings, occlusion_plan
+from app.students.explain import explain_occlusion, findings
 from app.students.models import Artifact
+from app.students.predict_limits import decode_reduced
 from app.students.schemas import ClassScore, ImagePrediction, PredictionsOut
-from foprokd.images import RESIZE_POLICY, to_model_rgb
+from foprokd.images import RESIZE_POLICY
 
 CONFIG_FORMAT = "foprokd-student"
 ONNX_NAME = "student.onnx"
@@ -43,10 +41,6 @@ CACHED_SESSIONS = 4
 
 class StudentNotExported(Conflict):
     code = "student_not_exported"
-
-
-class ImageUnreadable(InvalidInput):
-    code = "image_unreadable"
 
 
 @dataclass(frozen=True)
@@ -135,17 +129,7 @@ def decode_for_student(data: bytes, image_size: int, *, max_pixels: int) -> np.n
 
     Raises ImageUnreadable for bytes PIL cannot decode or an image above ``max_pixels``.
     """
-    try:
-        with Image.open(io.BytesIO(data)) as raw:
-            if raw.width * raw.height > max_pixels:
-                raise ImageUnreadable(
-                    f"{raw.width}x{raw.height} pixels is above the limit of {max_pixels}."
-                )
-            rgb = to_model_rgb(raw, image_size)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageUnreadable(f"not a readable image ({exc}).") from exc
-    pixels = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
-    return pixels.astype(np.float32) / np.float32(255.0)
+    return decode_reduced(data, image_size, max_pixels=max_pixels)[0]
 
 
 def top_k(probabilities: np.ndarray, classes: Sequence[str], k: int) -> list[list[ClassScore]]:
@@ -159,38 +143,11 @@ def top_k(probabilities: np.ndarray, classes: Sequence[str], k: int) -> list[lis
     ]
 
 
-def predict_for_job(
-    session: Session,
-    store: ObjectStore,
-    settings: Settings,
-    *,
-    team_id: str,
-    job_id: str,
-    images: Sequence[tuple[str, bytes]],
-    k: int,
-    threshold_profile: str | None = None,
-    explain: bool = False,
-    patch: int | None = None,
-) -> PredictionsOut:
-    """Top-``k`` classes for each (filename, bytes) image from the job's exported ONNX student;
-    with ``threshold_profile`` its findings at that operating point, with ``explain`` an
-    occlusion heat map (``patch`` px squares) per image (``app.students.explain``).
-
-    Raises 404 for another team's job, 409 when the job has no exported student, 413/422 for
-    too many, too large or unreadable images (naming the file), an unknown profile, or heat
-    maps that would take more forward passes than ``explain_max_passes``.
-    """
-    if not images:
-        raise InvalidInput("Send at least one image as a multipart field named `files`.")
-    if len(images) > MAX_IMAGES_PER_REQUEST:
-        raise PayloadTooLarge(
-            f"{len(images)} images in one request; the limit is {MAX_IMAGES_PER_REQUEST}."
-        )
-    for filename, data in images:
-        if len(data) > settings.max_file_bytes:
-            raise PayloadTooLarge(
-                f"{filename!r} has {len(data)} bytes; the limit is {settings.max_file_bytes}."
-            )
+def student_for_job(
+    session: Session, store: ObjectStore, *, team_id: str, job_id: str
+) -> StudentRuntime:
+    """The loaded student of the team's job ``job_id``: 404 for another team's job, 409 when
+    the job has no exported student."""
     job = get_owned(session, Job, job_id, team_id, what="job")
     exported = {
         artifact.name: artifact
@@ -206,33 +163,36 @@ def predict_for_job(
             "predictions are available once it has succeeded.",
             details={"job_id": job_id, "status": job.status},
         )
-    runtime = runtime_cache.get(store, exported[ONNX_NAME], exported[CONFIG_NAME])
-    if threshold_profile is not None:
-        check_profile(threshold_profile, runtime.thresholds)
-    if explain:
-        patch = occlusion_plan(runtime.image_size, patch, len(images), settings.explain_max_passes)
-    batch = []
-    for filename, data in images:
-        try:
-            batch.append(
-                decode_for_student(data, runtime.image_size, max_pixels=settings.max_image_pixels)
-            )
-        except ImageUnreadable as exc:
-            raise ImageUnreadable(f"{filename!r}: {exc.message}") from exc
-    pixels = np.stack(batch)
-    probabilities = runtime.probabilities(pixels)
+    return runtime_cache.get(store, exported[ONNX_NAME], exported[CONFIG_NAME])
+
+
+def predict_batch(
+    runtime: StudentRuntime,
+    job_id: str,
+    filenames: Sequence[str],
+    batch: np.ndarray,
+    k: int,
+    *,
+    threshold_profile: str | None = None,
+    patch: int | None = None,
+) -> PredictionsOut:
+    """Top-``k`` classes for each image of ``batch`` (N, 3, S, S), named by ``filenames``, with
+    calibrated probabilities; with ``threshold_profile`` (checked by the caller with
+    ``check_profile``) the findings at that operating point, with ``patch`` (from
+    ``occlusion_plan``) an occlusion heat map per image (``app.students.explain``)."""
+    probabilities = runtime.probabilities(batch)
     predictions = [
         ImagePrediction(filename=filename, top_k=scores)
-        for (filename, _), scores in zip(
-            images, top_k(probabilities, runtime.classes, k), strict=True
+        for filename, scores in zip(
+            filenames, top_k(probabilities, runtime.classes, k), strict=True
         )
     ]
     if threshold_profile is not None:
         flagged = findings(probabilities, runtime.classes, runtime.thresholds[threshold_profile])
         for prediction, found in zip(predictions, flagged, strict=True):
             prediction.findings = found
-    if explain and patch is not None:
-        maps = explain_occlusion(runtime, pixels, probabilities, patch)
+    if patch is not None:
+        maps = explain_occlusion(runtime, batch, probabilities, patch)
         for prediction, explanation in zip(predictions, maps, strict=True):
             prediction.explanation = explanation
     return PredictionsOut(
