@@ -58,7 +58,7 @@ GROUPS = ("many", "medium", "few")
 
 
 def shifted(images: LabelledImages, shift: ScannerShift) -> tuple[LabelledImages, float]:
-    """``images`` seen through ``shift`` (and the fraction of values clipped to uint8)."""
+    """``images`` seen through ``shift`` (and the signal mass lost to uint8 clipping)."""
     pixels, clipped = shift.apply(images.images)
     return LabelledImages(pixels, images.labels, images.classes), clipped
 
@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         test_labels = test_labels[: settings.test_images]
     test = labelled(test_images, test_labels, FINE_CLASSES, settings.image_size)
     shifted_test, clipped = shifted(test, shift)
-    print(f"shifted test set: {100 * clipped:.2f}% of pixel values clipped to uint8", flush=True)
+    print(f"shifted test set: {100 * clipped:.2f}% of the signal lost to clipping", flush=True)
     inverse = shift.inverse_mask(settings.image_size, settings.image_size)[0]
 
     size = settings.image_size
@@ -222,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = {
             "settings": dataclasses.asdict(settings),
             "shift": dataclasses.asdict(shift),
-            "shift_clipped_fraction_test": clipped,
+            "shift_clipped_mass_test": clipped,
             "seeds": args.seeds,
             "teacher": teacher_record,
             "teacher_linear_probe": probes,
