@@ -7,12 +7,15 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from app.audit.service import Actor
 from app.core.config import Settings, get_settings
 from app.core.db import get_sessionmaker
 from app.core.errors import Unauthenticated
 from app.core.ratelimit import STATE_KEY, key_rate_limiter
+from app.core.request_id import current_request_id
 from app.core.storage import ObjectStore, open_object_store
 from app.teams.service import Principal, authenticate
 
@@ -44,15 +47,26 @@ SessionDep = Annotated[Session, Depends(get_session)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 
 
+# Declares the scheme in the OpenAPI schema; the 401s stay ours (auto_error would answer 403).
+bearer_key = HTTPBearer(
+    scheme_name="ApiKey",
+    bearerFormat="fpk_...",
+    description="A team's API key: `Authorization: Bearer fpk_...` (`fopro admin create-key`).",
+    auto_error=False,
+)
+
+
 def get_authenticated_principal(
-    request: Request, session: SessionDep, settings: SettingsDep
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_key)],
 ) -> Principal:
     """Resolve ``Authorization: Bearer <key>`` to the caller's team and role, or 401."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = credentials.credentials.strip() if credentials is not None else ""
+    if not token:
         raise Unauthenticated("Missing API key. Send `Authorization: Bearer <your key>`.")
-    principal = authenticate(session, token.strip(), settings.secret_key)
+    principal = authenticate(session, token, settings.secret_key)
     request.state.team_id = principal.team_id
     return principal
 
@@ -72,3 +86,27 @@ def get_principal(
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def client_address(request: Request) -> str | None:
+    """The peer's address (uvicorn's proxy headers make it the client's behind a proxy)."""
+    return request.client.host if request.client else None
+
+
+def actor_for(request: Request, principal: Principal) -> Actor:
+    """Who the audit trail names for ``principal``'s ``request`` (API or dashboard)."""
+    return Actor(
+        team_id=principal.team_id,
+        key_id=principal.key_id,
+        key_prefix=principal.key_prefix,
+        role=principal.role.value,
+        client_address=client_address(request),
+        request_id=current_request_id(),
+    )
+
+
+def get_actor(request: Request, principal: CurrentPrincipal) -> Actor:
+    return actor_for(request, principal)
+
+
+ActorDep = Annotated[Actor, Depends(get_actor)]

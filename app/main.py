@@ -7,12 +7,19 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
+from starlette.types import Message, Receive, Scope, Send
 
-from app.core.errors import ServiceError
+from app.audit.router import router as audit_router
+from app.core.body_limits import BodyLimits
+from app.core.config import get_settings
+from app.core.errors import API_ERRORS, ServiceError
 from app.core.metrics import install_metrics
 from app.core.ratelimit import RateLimitHeaders
 from app.core.request_id import REQUEST_ID_HEADER, current_request_id, install_request_ids
+from app.core.security_headers import ALWAYS, API_CSP, install_security_headers
 from app.dashboard.router import install_dashboard
 from app.datasets.router import router as datasets_router
 from app.health import router as health_router
@@ -39,6 +46,16 @@ def _error(
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path: Starlette's own ``Allow`` names only the
+    first route that matched the path (GET and POST of one path are two routes here)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        if route.path and compile_path(route.path)[0].fullmatch(request.url.path):
+            methods |= set(route.methods or ())
+    return ", ".join(sorted(methods))
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -56,7 +73,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        return _error(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -68,28 +88,50 @@ def _install_error_handlers(app: FastAPI) -> None:
             "internal_error",
             f"Internal error; quote request id {rid} to support.",
             {"request_id": rid},
-            # Sent from outside the request-id middleware, so the header is added here.
-            headers={REQUEST_ID_HEADER: rid},
+            # Sent from outside every middleware, so their headers are added here.
+            headers={REQUEST_ID_HEADER: rid, **ALWAYS, "Content-Security-Policy": API_CSP},
         )
 
 
+class ServiceApp(FastAPI):
+    """FastAPI that does not hand an error it has already answered (and logged, with the
+    request id, in the 500 handler) on to the server, which would log it a second time."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        answered = False
+
+        async def noting_send(message: Message) -> None:
+            nonlocal answered
+            answered = answered or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, noting_send)
+        except Exception:
+            if not answered:
+                raise
+
+
 def create_app() -> FastAPI:
-    app = FastAPI(
+    app = ServiceApp(
         title="FoPro-KD Service",
         version="0.1.0",
         description="Distil compact students from frozen teachers on small long-tailed image sets.",
     )
 
+    app.add_middleware(BodyLimits)
     app.add_middleware(RateLimitHeaders)
     install_request_ids(app)
+    install_security_headers(app, get_settings())
     install_metrics(app, [JOB_SYSTEM])
     _install_error_handlers(app)
     app.include_router(health_router)
-    app.include_router(teams_router, prefix="/v1")
-    app.include_router(datasets_router, prefix="/v1")
-    app.include_router(teachers_router, prefix="/v1")
-    app.include_router(students_router, prefix="/v1")
-    app.include_router(jobs_router, prefix="/v1")
+    app.include_router(teams_router, prefix="/v1", responses=API_ERRORS)
+    app.include_router(datasets_router, prefix="/v1", responses=API_ERRORS)
+    app.include_router(teachers_router, prefix="/v1", responses=API_ERRORS)
+    app.include_router(students_router, prefix="/v1", responses=API_ERRORS)
+    app.include_router(jobs_router, prefix="/v1", responses=API_ERRORS)
+    app.include_router(audit_router, prefix="/v1", responses=API_ERRORS)
     app.include_router(download_links_router)  # signed links: the token is the credential
     install_dashboard(app)
     return app

@@ -1,5 +1,6 @@
 """Every table, imported in one place so ``Base.metadata`` is complete for Alembic and tests."""
 
+from app.audit.models import AuditRecord
 from app.core.db import Base
 from app.datasets.models import Dataset, DatasetEvent, DatasetStatus
 from app.jobs.models import Job, JobEvent, JobStatus
@@ -10,6 +11,7 @@ from app.teams.models import ApiKey, Role, Team
 __all__ = [
     "ApiKey",
     "Artifact",
+    "AuditRecord",
     "Base",
     "Dataset",
     "DatasetEvent",

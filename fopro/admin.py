@@ -95,6 +95,24 @@ def list_keys_cmd(team: str) -> None:
             typer.echo(f"{key.id}\t{key.prefix}\t{key.role}\t{state}\t{key.label or ''}")
 
 
+@admin.command("purge-audit")
+def purge_audit_cmd(
+    older_than_days: Annotated[
+        int | None,
+        typer.Option(min=1, help="Default: FOPRO_AUDIT_RETENTION_DAYS."),
+    ] = None,
+) -> None:
+    """Delete audit records older than the retention (every worker's reaper also does, each
+    sweep); nothing else ever deletes them."""
+    from app.audit.service import purge_expired
+    from app.core.db import session_scope
+
+    days = older_than_days or get_settings().audit_retention_days
+    with _ServiceErrorsToExit(), session_scope() as session:
+        removed = purge_expired(session, days)
+    typer.echo(f"purged {removed} audit records older than {days} days")
+
+
 @admin.command("set-quota")
 def set_quota_cmd(
     team: str,

@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -148,6 +149,25 @@ def up(host: HostOpt = None, port: PortOpt = None) -> None:
     if failed and not stopping:
         typer.echo(f"stopped because a child exited with an error: {failed}", err=True)
         raise typer.Exit(1)
+
+
+@cli.command("verify-bundle")
+def verify_bundle_command(
+    folder: Annotated[
+        Path, typer.Argument(help="A student folder holding bundle.json and its files.")
+    ],
+) -> None:
+    """Prove this machine's onnxruntime gives the bundle's answers: every file's sha256, then
+    each model on the golden inputs against the golden outputs. Exit 1 when a check fails."""
+    from foprokd.bundle import verify_bundle
+
+    result = verify_bundle(folder)
+    for check in result.checks:
+        typer.echo(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
+    if not result.passed:
+        typer.echo(f"{folder}: the bundle does NOT verify.", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{folder}: the bundle verifies ({len(result.checks)} checks).")
 
 
 def _redact(url: str) -> str:

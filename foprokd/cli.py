@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal, get_args, get_origin
 
 from foprokd.atomic import write_json_atomic
+from foprokd.bundle import verify_bundle
 from foprokd.errors import EngineError, ManifestInvalid
 from foprokd.hyperparams import METHOD_HELP, METHODS, HyperParams, TrainConfig
 from foprokd.manifest import ManifestRow, read_manifest, scan_image_folder
@@ -109,6 +110,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify_bundle(args: argparse.Namespace) -> int:
+    result = verify_bundle(args.folder)
+    for check in result.checks:
+        print(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
+    print(f"{args.folder}: the bundle {'verifies' if result.passed else 'does NOT verify'}.")
+    return 0 if result.passed else 1
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     out: Path = args.out
     kind = archive_kind(out)
@@ -126,7 +135,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         seed=args.seed,
         layout=args.layout,
         with_splits=args.splits,
-        image_format=args.format,
+        image_format="DICOM" if args.dicom else args.format,
         corrupt=args.corrupt,
     )
     write_archive(out, dataset.members, kind)
@@ -135,6 +144,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     if dataset.manifest:
         columns = "image,label,split" if args.splits else "image,label"
         print(f"manifest: {dataset.manifest} (columns {columns})")
+    if dataset.patients:
+        print(f"DICOM: {len(set(dataset.patients.values()))} synthetic patients")
     if dataset.corrupt:
         print(f"deliberately broken files: {', '.join(dataset.corrupt)}")
     return 0
@@ -222,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", type=Path, help="export folder (default: RUN/student)")
     export.set_defaults(handler=_cmd_export)
 
+    verify = commands.add_parser(
+        "verify-bundle",
+        help="check a bundle's files (sha256) and golden outputs with onnxruntime",
+    )
+    verify.add_argument("folder", type=Path, help="a student folder holding bundle.json")
+    verify.set_defaults(handler=_cmd_verify_bundle)
+
     sample = commands.add_parser(
         "sample",
         help="write a synthetic long-tailed image archive (class-dependent textures)",
@@ -237,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--layout", choices=["folders", "csv"], default="folders")
     sample.add_argument("--splits", action="store_true", help="fix train/val/test in the archive")
     sample.add_argument("--format", choices=["PNG", "JPEG"], default="PNG")
+    sample.add_argument(
+        "--dicom",
+        action="store_true",
+        help="write DICOM files instead (several per synthetic patient; overrides --format)",
+    )
     sample.add_argument("--corrupt", type=int, default=0, help="add that many broken files")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--force", action="store_true", help="replace an existing file")

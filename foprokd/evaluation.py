@@ -54,11 +54,22 @@ def predict(
     ``model`` maps float [0, 1] (B, 3, S, S) to logits, e.g. ``Student.classifier()``; a
     ``Student`` is accepted and its classifier used. The model is moved to ``device``.
     """
+    logits = split_logits(model, images, batch_size=batch_size, device=device)
+    return torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+
+
+def split_logits(
+    model: nn.Module,
+    images: LabelledImages,
+    *,
+    batch_size: int = 128,
+    device: str | torch.device = "auto",
+) -> np.ndarray:
+    """Raw logits (N, C) float32 for every image, in order; ``model`` as for ``predict``."""
     classifier = model.classifier() if isinstance(model, Student) else model
     target = resolve_device(device)
     classifier.to(target)
-    logits = batch_logits(classifier, images, batch_size=batch_size, device=target)
-    return torch.softmax(logits, dim=1).numpy()
+    return batch_logits(classifier, images, batch_size=batch_size, device=target).numpy()
 
 
 def validation_scores(

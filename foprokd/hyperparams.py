@@ -30,12 +30,16 @@ DEFAULT_METHOD: Method = "fopro_akd"
 TEACHER_METHODS = frozenset({"ekd", "fopro", "fopro_akd"})
 PROMPT_METHODS = frozenset({"fopro", "fopro_akd"})
 StudentInit = Literal["imagenet", "scratch"]
+Int8Mode = Literal["auto", "always", "never"]
 
 
 class HyperParams(BaseModel):
-    """What a distillation job may set. ``image_size`` is S of the (S, S) training images."""
+    """What a distillation job may set. ``image_size`` is S of the (S, S) training images.
 
-    model_config = ConfigDict(extra="forbid")
+    Every number is finite and bounded: an infinite or huge weight fails a run at its first
+    step (or is not even JSON), so it is refused when the job is submitted."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     epochs: int = Field(default=30, ge=1, le=1000, description="Passes over the train split.")
     # The projection head has BatchNorm, which cannot train on a batch of one image.
@@ -46,15 +50,24 @@ class HyperParams(BaseModel):
     lr: float = Field(default=3e-4, gt=0, le=10, description="Adam learning rate of the student.")
     weight_decay: float = Field(default=0.0, ge=0, le=1, description="Adam weight decay.")
     grad_clip_norm: float = Field(
-        default=5.0, ge=0, description="Clip the student's gradient norm; 0 disables clipping."
+        default=5.0,
+        ge=0,
+        le=1e4,
+        description="Clip the student's gradient norm; 0 disables clipping.",
     )
-    distill_weight: float = Field(default=3.0, ge=0, description="λ of the EKD cosine term.")
+    distill_weight: float = Field(
+        default=3.0, ge=0, le=1e3, description="λ of the EKD cosine term."
+    )
     fpg_lr: float = Field(
         default=1e-3, gt=0, le=10, description="Adam learning rate of the Fourier prompt generator."
     )
     fpg_alpha: float = Field(default=0.5, gt=0, lt=1, description="Amplitude mask in [1-α, 1+α].")
-    fpg_beta: float = Field(default=1.0, ge=0, description="Weight of the FPG's BSM probe term.")
-    fpg_gamma: float = Field(default=0.1, ge=0, description="Weight of the mask regulariser.")
+    fpg_beta: float = Field(
+        default=1.0, ge=0, le=1e3, description="Weight of the FPG's BSM probe term."
+    )
+    fpg_gamma: float = Field(
+        default=0.1, ge=0, le=1e3, description="Weight of the mask regulariser."
+    )
     akd_warmup_epochs: int = Field(
         default=1,
         ge=0,
@@ -68,6 +81,12 @@ class HyperParams(BaseModel):
         description="Student backbone start: imagenet = its installed ImageNet weights (a run "
         "without them is refused); scratch = random init, as the released FoPro-KD command "
         "trains it (no student weights needed).",
+    )
+    int8: Int8Mode = Field(
+        default="auto",
+        description="INT8 ONNX student: auto = published only when it keeps balanced accuracy "
+        "and few-shot recall (and is faster on the worker's CPU), else the model card says why "
+        "it was withheld; always = published whatever its scores; never = not made.",
     )
 
 

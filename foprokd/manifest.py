@@ -1,11 +1,13 @@
 """Manifests: which image is which class in which split. One row type, one reader, one writer.
 
 Torch-free and shared by the service and the engine. A manifest is a CSV with the header
-``path,object_key,label,split,sha256,width,height``: ``object_key`` (where the service keeps the
-image bytes), ``sha256`` (of those bytes) and ``width``/``height`` (displayed size in pixels) are
-empty for images the engine reads from a folder. ``path`` is relative
-to the dataset root (an archive's own path for the service). The engine's run folders and the
-service's ready datasets write the same header; a reader needs only ``path`` and ``label``.
+``path,object_key,label,split,sha256,width,height,group``: ``object_key`` (where the service keeps
+the image bytes), ``sha256`` (of those bytes) and ``width``/``height`` (displayed size in pixels)
+are empty for images the engine reads from a folder; ``group`` (the patient an image belongs to,
+for splits that keep a patient's images together) is empty when images are split one by one.
+``path`` is relative to the dataset root (an archive's own path for the service). The engine's
+run folders and the service's ready datasets write the same header; a reader needs only ``path``
+and ``label``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import TextIO
 from foprokd.atomic import atomic_path
 from foprokd.errors import ManifestInvalid
 from foprokd.images import IMAGE_EXTENSIONS
-from foprokd.splits import SPLITS, stratified_split
+from foprokd.splits import SPLITS, group_leaks, stratified_group_split, stratified_split
 
 MANIFEST_HEADER: tuple[str, ...] = (
     "path",
@@ -31,6 +33,7 @@ MANIFEST_HEADER: tuple[str, ...] = (
     "sha256",
     "width",
     "height",
+    "group",
 )
 
 
@@ -46,6 +49,7 @@ class ManifestRow:
     sha256: str = ""
     width: int | None = None
     height: int | None = None
+    group: str = ""
 
 
 def class_order(labels: Iterable[str]) -> list[str]:
@@ -71,6 +75,7 @@ def write_manifest(rows: Iterable[ManifestRow], handle: TextIO) -> None:
                 row.sha256,
                 "" if row.width is None else row.width,
                 "" if row.height is None else row.height,
+                row.group,
             ]
         )
 
@@ -105,6 +110,7 @@ def parse_manifest(text: str, *, source: str, split_seed: int = 0) -> list[Manif
                 sha256=(r.get("sha256") or "").strip().lower(),
                 width=_optional_int(r.get("width")),
                 height=_optional_int(r.get("height")),
+                group=(r.get("group") or "").strip(),
             )
             for r in reader
         ]
@@ -114,6 +120,13 @@ def parse_manifest(text: str, *, source: str, split_seed: int = 0) -> list[Manif
         raise ManifestInvalid(f"{source}: manifest has no rows")
     if not any(row.split for row in rows):
         return assign_splits(rows, seed=split_seed)
+    leaks = group_leaks({r.path: r.split for r in rows}, {r.path: r.group for r in rows})
+    if leaks:
+        named = ", ".join(f"{g} ({'/'.join(sorted(w))})" for g, w in list(leaks.items())[:5])
+        raise ManifestInvalid(
+            f"{source}: {len(leaks)} group(s) have images in more than one split, e.g. {named}; "
+            "put all images of a group in one split"
+        )
     bad = sorted({row.split for row in rows} - set(SPLITS))
     if bad:
         raise ManifestInvalid(f"{source}: split must be one of {SPLITS} for every row, found {bad}")
@@ -128,8 +141,14 @@ def read_manifest(csv_path: Path, *, split_seed: int = 0) -> list[ManifestRow]:
 
 
 def assign_splits(rows: Sequence[ManifestRow], *, seed: int) -> list[ManifestRow]:
-    """``rows`` with the split ``stratified_split`` gives each path for ``seed``."""
-    splits = stratified_split({row.path: row.label for row in rows}, seed=seed)
+    """``rows`` with the split ``stratified_split`` gives each path for ``seed``, or
+    ``stratified_group_split`` when rows name their group."""
+    labels = {row.path: row.label for row in rows}
+    if any(row.group for row in rows):
+        groups = {row.path: row.group for row in rows if row.group}
+        splits = stratified_group_split(labels, groups, seed=seed)
+    else:
+        splits = stratified_split(labels, seed=seed)
     return [dataclasses.replace(row, split=splits[row.path]) for row in rows]
 
 

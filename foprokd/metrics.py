@@ -92,6 +92,23 @@ def cohen_kappa(cm: np.ndarray) -> float:
     return float((observed - expected) / (1.0 - expected))
 
 
+def headline_scores(cm: np.ndarray) -> dict[str, float]:
+    """The card's headline metrics of one confusion matrix (macro averages over the classes
+    that occur in y_true or y_pred)."""
+    scores = per_class_scores(cm)
+    occurs = (cm.sum(axis=1) + cm.sum(axis=0)) > 0
+    n = int(cm.sum())
+    return {
+        "accuracy": float(np.trace(cm) / n) if n else 0.0,
+        "balanced_accuracy": balanced_accuracy(cm),
+        "macro_precision": float(scores["precision"][occurs].mean()) if occurs.any() else 0.0,
+        "macro_recall": float(scores["recall"][occurs].mean()) if occurs.any() else 0.0,
+        "macro_f1": macro_f1(cm),
+        "mcc": matthews_corrcoef(cm),
+        "cohen_kappa": cohen_kappa(cm),
+    }
+
+
 def shot_groups(
     train_counts: Sequence[int],
     *,
@@ -125,17 +142,9 @@ def classification_report(
     num_classes = len(class_names)
     cm = confusion_matrix(y_true, y_pred, num_classes)
     scores = per_class_scores(cm)
-    occurs = (cm.sum(axis=1) + cm.sum(axis=0)) > 0
-    n = int(cm.sum())
     report: dict[str, Any] = {
-        "num_samples": n,
-        "accuracy": float(np.trace(cm) / n) if n else 0.0,
-        "balanced_accuracy": balanced_accuracy(cm),
-        "macro_precision": float(scores["precision"][occurs].mean()) if occurs.any() else 0.0,
-        "macro_recall": float(scores["recall"][occurs].mean()) if occurs.any() else 0.0,
-        "macro_f1": macro_f1(cm),
-        "mcc": matthews_corrcoef(cm),
-        "cohen_kappa": cohen_kappa(cm),
+        "num_samples": int(cm.sum()),
+        **headline_scores(cm),
         "class_names": list(class_names),
         "confusion_matrix": cm.tolist(),
         "per_class": [

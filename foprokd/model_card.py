@@ -39,6 +39,7 @@ FILE_NAMES: dict[str, str] = {
     "json": "model_card.json",
     "markdown": "model_card.md",
     "curves": "training_curves.png",
+    "reliability": "reliability_diagram.png",
 }
 HEADLINE_METRICS = (
     "balanced_accuracy",
@@ -191,6 +192,7 @@ def build_model_card(
     teacher: nn.Module | None,
     onnx_path: Path,
     protocol: LatencyProtocol | None = None,
+    trust: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card as a JSON-friendly dict.
 
@@ -201,7 +203,8 @@ def build_model_card(
     split to per-class image counts. ``hyper_parameters``: ``TrainConfig.to_dict()`` (its
     ``method`` and ``image_size`` are used). ``student``: the deployable classifier
     ([0, 1] (B, 3, S, S) -> logits); ``teacher``: the frozen teacher, or None when the method
-    used none; ``onnx_path``: the exported student.
+    used none; ``onnx_path``: the exported student. ``trust``: ``foprokd.trust.assess`` with
+    ``int8`` (``foprokd.quantize.build_int8``) added, copied verbatim.
     """
     rows = _history_rows(history)
     image_size = int(hyper_parameters["image_size"])
@@ -236,7 +239,11 @@ def build_model_card(
             image_size=image_size,
             protocol=protocol or LatencyProtocol(),
         ),
-        "files": {"curves": FILE_NAMES["curves"]},
+        "trust": dict(trust) if trust is not None else None,
+        "files": {
+            "curves": FILE_NAMES["curves"],
+            **({"reliability": FILE_NAMES["reliability"]} if trust is not None else {}),
+        },
     }
 
 
@@ -266,6 +273,7 @@ def render_markdown(card: Mapping[str, Any]) -> str:
         f"Output: logits over {len(classes)} classes in the order of `config.json`.",
         "",
         *_evaluation_lines(card["evaluation"]),
+        *_trust_lines(card.get("trust"), card["files"]),
         "## Cost: student vs teacher",
         "",
         *_efficiency_lines(card["efficiency"]),
@@ -320,10 +328,16 @@ def _evaluation_lines(evaluation: Mapping[str, Any] | None) -> list[str]:
         ]
     report, split = evaluation["report"], evaluation["split"]
     classes = list(report["class_names"])
+    intervals = report.get("intervals") or {}
+    headline = intervals.get("headline") or {}
+    per_class_bounds = intervals.get("per_class") or [{} for _ in report["per_class"]]
     lines = [
         f"## Results on the {split} split ({report['num_samples']} images)",
         "",
-        *_table(["metric", "value"], [(m, report[m]) for m in HEADLINE_METRICS]),
+        *_table(
+            ["metric", "value", "95 % interval"],
+            [(m, report[m], _interval(headline.get(m))) for m in HEADLINE_METRICS],
+        ),
         "",
         "### Per class",
         "",
@@ -343,13 +357,18 @@ def _evaluation_lines(evaluation: Mapping[str, Any] | None) -> list[str]:
                 row["class"],
                 *([row.get("train_count")] if with_counts else []),
                 row["support"],
-                row["precision"],
-                row["recall"],
-                row["f1"],
+                *(_with_interval(row[m], bounds.get(m)) for m in ("precision", "recall", "f1")),
             )
-            for row in report["per_class"]
+            for row, bounds in zip(report["per_class"], per_class_bounds, strict=True)
         ],
     )
+    if intervals:
+        lines += [
+            "",
+            "Intervals: 95 %, Wilson score for per-class precision and recall, a percentile "
+            f"bootstrap ({intervals['bootstrap']['resamples']} resamples of the images, seed "
+            f"{intervals['bootstrap']['seed']}) for F1 and the headline metrics.",
+        ]
     groups = report.get("shot_groups")
     if groups:
         lines += [
@@ -376,6 +395,176 @@ def _evaluation_lines(evaluation: Mapping[str, Any] | None) -> list[str]:
         ),
         "",
     ]
+
+
+def _interval(bounds: Sequence[float] | None) -> str:
+    return "—" if bounds is None else f"[{bounds[0]:.4f}, {bounds[1]:.4f}]"
+
+
+def _with_interval(value: float, bounds: Sequence[float] | None) -> str:
+    return _fmt(value) if bounds is None else f"{value:.4f} {_interval(bounds)}"
+
+
+def _trust_lines(trust: Mapping[str, Any] | None, files: Mapping[str, str]) -> list[str]:
+    """Small-split warnings, calibration, operating points and the INT8 comparison."""
+    if trust is None:
+        return []
+    lines: list[str] = []
+    if trust["small_classes"]:
+        lines += [
+            "### Warnings: classes with fewer than 10 images in a split",
+            "",
+            *[f"- **{w['split']}**: {w['message']}" for w in trust["small_classes"]],
+            "",
+        ]
+    calibration = trust["calibration"]
+    before, after = calibration["uncalibrated"], calibration["calibrated"]
+    lines += [
+        "## Calibration",
+        "",
+        f"Temperature T = {calibration['temperature']:.4f}, fitted on the "
+        f"{calibration['fitted_on']} split by minimising the negative log-likelihood; it is in "
+        "`config.json` and `predict` applies it (probabilities = softmax(logits / T)). "
+        f"Measured on the {calibration['measured_on']} split, {calibration['bins']} equal-width "
+        "confidence bins.",
+        "",
+        *_table(
+            ["", "ECE", "NLL (nats)"],
+            [
+                ("before (T = 1)", before["ece"], before["nll"]),
+                ("after temperature scaling", after["ece"], after["nll"]),
+            ],
+        ),
+        "",
+        f"![reliability diagram]({files['reliability']})",
+        "",
+        *_operating_point_lines(trust["operating_points"]),
+        *_int8_lines(trust.get("int8")),
+    ]
+    return lines
+
+
+def _operating_point_lines(points: Mapping[str, Any]) -> list[str]:
+    split = points["reported_on"]
+    header = ["class", "ROC AUC", "PR AUC"]
+    for profile, target in points["profiles"].items():
+        header += [
+            f"{profile} threshold (sens ≥ {target:.2f} on {points['chosen_on']})",
+            f"{profile} {split} sensitivity",
+            f"{profile} {split} specificity",
+        ]
+    rows = []
+    for row in points["per_class"]:
+        cells: list[Any] = [row["class"], row["roc_auc"], row["pr_auc"]]
+        for profile in points["profiles"]:
+            point = row["operating_points"][profile]
+            at = point.get(split) or {}
+            cells += [point["threshold"], at.get("sensitivity"), at.get("specificity")]
+        rows.append(cells)
+    return [
+        "## Operating points (one class against the rest)",
+        "",
+        f"Thresholds on the calibrated probability, chosen on {points['chosen_on']} to reach "
+        f"the target sensitivity and reported on {split}; `predict?threshold_profile=NAME` flags "
+        "the classes whose probability reaches them. AUCs are on "
+        f"{split} (— where the split lacks positives or negatives).",
+        "",
+        *_table(header, rows),
+        "",
+    ]
+
+
+def _int8_lines(int8: Mapping[str, Any] | None) -> list[str]:
+    if int8 is None:
+        return []
+    reasons = "; ".join(int8["reasons"])
+    verdict = (
+        f"**withheld**: {reasons}"
+        if not int8["published"]
+        else f"published as `{int8['file']}`" + (f", although {reasons}" if reasons else "")
+    )
+    lines = ["## INT8 student", "", f"Mode `{int8['mode']}`: {verdict}.", ""]
+    if "fp32" not in int8:
+        return lines
+    fp32, int8_side, deltas = int8["fp32"], int8["int8"], int8["deltas"]
+    protocol = int8["latency_protocol"]
+    lines += [
+        *_table(
+            ["", "FP32", "INT8", "INT8 − FP32"],
+            [
+                ("size (MB)", fp32["size_mb"], int8_side["size_mb"], None),
+                (
+                    "batch-1 CPU latency p50 (ms)",
+                    fp32["latency_ms"]["p50"],
+                    int8_side["latency_ms"]["p50"],
+                    None,
+                ),
+                (
+                    "batch-1 CPU latency p95 (ms)",
+                    fp32["latency_ms"]["p95"],
+                    int8_side["latency_ms"]["p95"],
+                    None,
+                ),
+                *[
+                    (m, fp32["report"][m], int8_side["report"][m], deltas[m])
+                    for m in HEADLINE_METRICS
+                ],
+                *[
+                    (
+                        f"{g}-shot accuracy",
+                        fp32["report"]["shot_groups"][g]["accuracy"],
+                        int8_side["report"]["shot_groups"][g]["accuracy"],
+                        (deltas.get("shot_groups") or {}).get(g),
+                    )
+                    for g in ("many", "medium", "few")
+                    if "shot_groups" in fp32["report"]
+                ],
+                *[
+                    (f"recall {a['class']}", a["recall"], b["recall"], d["recall"])
+                    for a, b, d in zip(
+                        fp32["report"]["per_class"],
+                        int8_side["report"]["per_class"],
+                        deltas["per_class"],
+                        strict=True,
+                    )
+                ],
+            ],
+        ),
+        "",
+        f"Both models in onnxruntime on the {int8['evaluated_split']} split; static QDQ "
+        f"quantization (per-channel int8 weights, uint8 activations) calibrated on "
+        f"{int8['calibration_images']} training images. Latency: batch 1, "
+        f"{protocol['threads']} CPU thread(s), {protocol['repeats']} runs after "
+        f"{protocol['warmup']} warm-up; batch-1 p50 speed-up ×{int8['speedup_p50']:.2f}.",
+        "",
+    ]
+    return lines
+
+
+def plot_reliability(calibration: Mapping[str, Any], path: Path) -> None:
+    """Accuracy against mean confidence per bin, before and after temperature scaling (PNG)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5, 5), layout="constrained")
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], "k:", label="perfect calibration")
+    for key, style in (("uncalibrated", "o--"), ("calibrated", "s-")):
+        bins = [b for b in calibration[key]["reliability"] if b["count"]]
+        axes.plot(
+            [b["confidence"] for b in bins],
+            [b["accuracy"] for b in bins],
+            style,
+            label=f"{key} (ECE {calibration[key]['ece']:.3f})",
+        )
+    axes.set(
+        xlabel="confidence (max probability)",
+        ylabel="accuracy",
+        title=f"Reliability, T = {calibration['temperature']:.3f}",
+        xlim=(0, 1),
+        ylim=(0, 1),
+    )
+    axes.legend(fontsize="small", loc="upper left")
+    figure.savefig(path, format="png", dpi=100)
 
 
 def _efficiency_lines(cost: Mapping[str, Any]) -> list[str]:
@@ -419,6 +608,8 @@ def _dataset_lines(dataset: Mapping[str, Any], classes: Sequence[str]) -> list[s
         for key, value in dataset.items()
         if key not in {"classes", "class_counts"} and not isinstance(value, (dict, list))
     ]
+    if dataset.get("split"):
+        lines.append(f"- split: {split_sentence(dataset['split'])}")
     counts = dataset.get("class_counts") or {}
     if counts:
         splits = list(counts)
@@ -430,6 +621,27 @@ def _dataset_lines(dataset: Mapping[str, Any], classes: Sequence[str]) -> list[s
             ),
         ]
     return lines
+
+
+def split_sentence(split: Mapping[str, Any]) -> str:
+    """How the split was made, in words: per image or per patient group, who made it (the user,
+    or the service with a seed) and how many groups each split holds."""
+    made = {"given": "given by the user", "generated": "made by the service"}.get(
+        str(split.get("source")), "of unrecorded origin"
+    )
+    seed = f" with seed {split['seed']}" if split.get("seed") is not None else ""
+    if split.get("unit") != "group":
+        return (
+            f"per image ({made}{seed}); images of one patient may be in two splits, which "
+            "inflates held-out metrics when a patient has several images"
+        )
+    rule = f", groups from {split['group_by']}" if split.get("group_by") else ""
+    groups = split.get("groups") or {}
+    counts = ", ".join(f"{name} {count}" for name, count in groups.items())
+    return (
+        f"per patient group ({made}{seed}{rule}): all images of a group are in one split; "
+        f"groups per split: {counts or 'not recorded'}"
+    )
 
 
 def plot_training_curves(history: Sequence[Any], path: Path) -> None:
@@ -462,10 +674,14 @@ def write_model_card(out_dir: Path, card: Mapping[str, Any]) -> dict[str, Path]:
     """Write ``model_card.json``, ``model_card.md`` and ``training_curves.png`` for ``card``
     (from ``build_model_card``) into ``out_dir``; return their paths keyed by ``FILE_NAMES``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {kind: out_dir / name for kind, name in FILE_NAMES.items()}
-    order = ("curves", "markdown", "json")
-    with atomic_paths([paths[kind] for kind in order]) as (curves, markdown, card_json):
-        plot_training_curves(card["training"]["history"], curves)
-        markdown.write_text(render_markdown(card), encoding="utf-8")
-        card_json.write_text(json.dumps(card, indent=2, allow_nan=False), encoding="utf-8")
+    trust = card.get("trust")
+    order = ("curves", *(("reliability",) if trust else ()), "markdown", "json")
+    paths = {kind: out_dir / FILE_NAMES[kind] for kind in order}
+    with atomic_paths([paths[kind] for kind in order]) as temps:
+        temp = dict(zip(order, temps, strict=True))
+        plot_training_curves(card["training"]["history"], temp["curves"])
+        if trust:
+            plot_reliability(trust["calibration"], temp["reliability"])
+        temp["markdown"].write_text(render_markdown(card), encoding="utf-8")
+        temp["json"].write_text(json.dumps(card, indent=2, allow_nan=False), encoding="utf-8")
     return paths

@@ -1,13 +1,15 @@
 """One distillation from start to finish: the engine's whole workflow as one library call.
 
 ``run_distillation`` does build models → decode (cache) → train → evaluate (test, or val when
-there is no test split) → export → model card, writing a run folder:
+there is no test split; with calibration, operating points and intervals: ``foprokd.trust``) →
+export (+ INT8 when it passes its gate, + ``bundle.json`` and golden files) → model card,
+writing a run folder:
 
     run.json        everything needed to reproduce or re-export the run
     manifest.csv    the splits used (when the images came from a manifest)
     checkpoint.pt   written after every epoch (resume from it)
     metrics.json    the report on the evaluated split + training history
-    student/        the exported classifier and its model card
+    student/        the exported classifier, its INT8 model, bundle and model card
 
 ``python -m foprokd train``, the service's training worker and the benchmarks all call it; they
 differ only in where the images and weights come from and what they do with the outcome.
@@ -16,6 +18,7 @@ differ only in where the images and weights come from and what they do with the 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -24,21 +27,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
+
 from foprokd.atomic import write_json_atomic
+from foprokd.bundle import write_bundle
 from foprokd.catalog import ModelSpec
 from foprokd.checkpoint import load_checkpoint
 from foprokd.data import LabelledImages
 from foprokd.errors import EngineError, ManifestInvalid
-from foprokd.evaluation import concat_images, evaluate_images
+from foprokd.evaluation import concat_images, evaluate_images, split_logits
 from foprokd.export import FILE_NAMES, export_student, load_exported
 from foprokd.hyperparams import TEACHER_METHODS, TrainConfig
 from foprokd.image_cache import ImageCache
+from foprokd.images import RESIZE_POLICY
 from foprokd.manifest import ManifestRow, save_manifest
+from foprokd.metrics import classification_report
 from foprokd.model_card import build_model_card, write_model_card
+from foprokd.quantize import (
+    CALIBRATION_IMAGES,
+    INT8_FILE,
+    Int8Gate,
+    LatencySpec,
+    build_int8,
+    stratified_sample,
+)
 from foprokd.runtime import seed_everything
-from foprokd.splits import SPLITS
+from foprokd.splits import SPLITS, describe_split
 from foprokd.student import Student, build_classifier, build_student
 from foprokd.trainer import CHECKPOINT_NAME, TrainCallbacks, TrainResult, train
+from foprokd.trust import assess, config_entries
+from foprokd.trust import summary as trust_summary
 from foprokd.zoo import FrozenTeacher, load_teacher, resolve_spec, resolve_weights
 
 RUN_FILE = "run.json"
@@ -164,6 +182,7 @@ class DistillationRequest:
     export: bool = True  # export the student and write its model card
     dataset: Mapping[str, Any] = field(default_factory=dict)
     provenance: Mapping[str, Any] = field(default_factory=dict)
+    int8_gate: Int8Gate = field(default_factory=Int8Gate)  # when ``int8: auto`` publishes
 
 
 class PipelineCallbacks(TrainCallbacks):
@@ -239,13 +258,34 @@ def run_distillation(
     if evaluated_split == "val":
         callbacks.on_warning("The dataset has no test split: reported on val.")
     classifier = result.student.classifier()
-    report = evaluate_images(
-        classifier,
-        splits.test if len(splits.test) else splits.val,
-        train_counts=train_counts,
-        batch_size=config.eval_batch_size,
-        device=config.device,
+    evaluated = splits.test if len(splits.test) else splits.val
+    val_logits = split_logits(
+        classifier, splits.val, batch_size=config.eval_batch_size, device=config.device
     )
+    eval_logits = (
+        val_logits
+        if evaluated is splits.val
+        else split_logits(
+            classifier, evaluated, batch_size=config.eval_batch_size, device=config.device
+        )
+    )
+    report = classification_report(
+        evaluated.labels.numpy(),
+        eval_logits.argmax(axis=1),
+        splits.classes,
+        train_counts=train_counts,
+    )
+    trust = assess(
+        val_logits=val_logits,
+        val_labels=splits.val.labels.numpy(),
+        eval_logits=eval_logits,
+        eval_labels=evaluated.labels.numpy(),
+        class_names=splits.classes,
+        class_counts=_class_counts(splits),
+        evaluated_split=evaluated_split,
+        seed=config.seed,
+    )
+    report["intervals"] = trust.pop("intervals")
     teacher_name = _model_name(request.teacher) if teacher is not None else None
     metrics: dict[str, Any] = {
         "method": config.method,
@@ -261,10 +301,14 @@ def run_distillation(
         "history": [dataclasses.asdict(summary) for summary in result.history],
     }
     files: list[Path] = []
+    int8: dict[str, Any] | None = None
     if request.export:
         callbacks.on_phase("exporting")
-        files = _export(request, result, splits, teacher, metrics)
+        files, int8 = _export(request, result, splits, teacher, metrics, trust)
         metrics["export"] = {path.name: str(path.relative_to(out_dir)) for path in files}
+        if not int8["published"] and int8["mode"] != "never":
+            callbacks.on_warning("INT8 model withheld: " + "; ".join(int8["reasons"]) + ".")
+    metrics["trust"] = trust_summary(trust, int8)
     write_json_atomic(out_dir / METRICS_FILE, metrics)
     return DistillationOutcome(metrics, result, splits, teacher, files)
 
@@ -375,17 +419,46 @@ def _run_record(
     }
 
 
+def _class_counts(splits: DatasetSplits) -> dict[str, list[int]]:
+    return {
+        "train": splits.train.class_counts(),
+        "val": splits.val.class_counts(),
+        "test": splits.test.class_counts(),
+    }
+
+
+def dataset_content_hash(splits: DatasetSplits) -> str:
+    """SHA-256 of what the run learnt from: per image its split, class and file sha256 (from
+    the manifest), else the decoded pixels and labels of each split."""
+    digest = hashlib.sha256()
+    if splits.rows is not None and all(row.sha256 for row in splits.rows):
+        for line in sorted(f"{r.split}\t{r.label}\t{r.sha256}\n" for r in splits.rows):
+            digest.update(line.encode())
+        return digest.hexdigest()
+    for name in SPLITS:
+        part: LabelledImages = getattr(splits, name)
+        digest.update(name.encode())
+        digest.update(part.labels.numpy().tobytes())
+        for start in range(0, len(part), 256):
+            digest.update(part.images[start : start + 256].numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _export(
     request: DistillationRequest,
     result: TrainResult,
     splits: DatasetSplits,
     teacher: FrozenTeacher | None,
     metrics: Mapping[str, Any],
-) -> list[Path]:
-    """Export the best student (safetensors, TorchScript, ONNX, config) and its model card."""
+    trust: Mapping[str, Any],
+) -> tuple[list[Path], dict[str, Any]]:
+    """Export the best student (safetensors, TorchScript, ONNX with its temperature and
+    operating points in config.json), its INT8 model when it passes the gate, the bundle
+    (``bundle.json`` + golden files) and the model card; return the files and the INT8 record."""
     config, out_dir = request.config, request.out_dir / EXPORT_DIR
     classifier = result.student.classifier()
     report, evaluated_split = metrics["report"], metrics["evaluated_split"]
+    evaluated = splits.test if len(splits.test) else splits.val
     train_counts = splits.train.class_counts()
     exported = export_student(
         classifier,
@@ -401,20 +474,61 @@ def _export(
             "train_counts": train_counts,
             "best_epoch": result.best_epoch,
             f"{evaluated_split}_balanced_accuracy": report["balanced_accuracy"],
+            "resize_policy": RESIZE_POLICY,
+            **config_entries(trust),
         },
     )
+    eval_pixels = evaluated.images.numpy()
+    calibration = stratified_sample(
+        splits.train.labels.numpy(), CALIBRATION_IMAGES, seed=config.seed
+    )
+    int8 = build_int8(
+        exported["onnx"],
+        out_dir / INT8_FILE,
+        mode=config.int8,
+        calibration=splits.train.images[torch.from_numpy(calibration)].numpy(),
+        eval_images=eval_pixels,
+        eval_labels=evaluated.labels.numpy(),
+        class_names=splits.classes,
+        train_counts=train_counts,
+        gate=request.int8_gate,
+        latency=LatencySpec(),
+        evaluated_split=evaluated_split,
+    )
+    models = {"fp32": exported["onnx"]}
+    if int8["published"]:
+        models["int8"] = out_dir / INT8_FILE
+    bundle_files = write_bundle(
+        out_dir,
+        config=json.loads(exported["config"].read_text()),
+        images=eval_pixels,
+        labels=evaluated.labels.tolist(),
+        models=models,
+        other_files=[exported["safetensors"], exported["torchscript"]],
+        provenance={
+            **dict(request.provenance),
+            "dataset": dict(request.dataset),
+            "dataset_content_hash": dataset_content_hash(splits),
+            "split_seed": request.split_seed,
+            "teacher": metrics["teacher"],
+            "student": metrics["student"],
+            "student_init": metrics["student_init"],
+            "method": config.method,
+            "best_epoch": result.best_epoch,
+            "hyper_parameters": config.to_dict(),
+        },
+    )
+    recorded = dict(request.dataset.get("split") or {})
+    measured = describe_split([(row.split, row.group or None) for row in splits.rows or []])
     card = build_model_card(
         report=report,
         evaluated_split=evaluated_split,
         history=result.history,
         dataset={
             **dict(request.dataset),
+            "split": {**recorded, **measured},
             "classes": splits.classes,
-            "class_counts": {
-                "train": train_counts,
-                "val": splits.val.class_counts(),
-                "test": splits.test.class_counts(),
-            },
+            "class_counts": _class_counts(splits),
         },
         hyper_parameters=config.to_dict(),
         student_name=str(metrics["student"]),
@@ -422,8 +536,10 @@ def _export(
         student=classifier,
         teacher=teacher,
         onnx_path=exported["onnx"],
+        trust={**trust, "int8": int8},
     )
-    return [*exported.values(), *write_model_card(out_dir, card).values()]
+    files = [*exported.values(), *models.values(), *bundle_files]
+    return list(dict.fromkeys([*files, *write_model_card(out_dir, card).values()])), int8
 
 
 def export_run(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:

@@ -1,4 +1,5 @@
-"""Train/val/test splits: split names and their aliases, and THE stratified split.
+"""Train/val/test splits: split names and their aliases, THE stratified split, and its grouped
+form (all images of one patient in one split).
 
 Torch-free and shared: the service splits an upload with it and ``python -m foprokd`` splits a
 manifest or image folder with it, so the same items and seed give the same split everywhere.
@@ -98,3 +99,114 @@ def count_by_split(
     for label, split in pairs:
         counts[split][label] += 1
     return counts
+
+
+def stratified_group_split(
+    labels: Mapping[str, str],
+    groups: Mapping[str, str],
+    *,
+    seed: int,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+) -> dict[str, str]:
+    """Assign every item a split so that all items of one group (a patient) share it, keeping each
+    class's train/val/test shares as close to the fractions as whole groups allow.
+
+    ``labels``: item -> class; ``groups``: item -> group (items absent from ``groups`` are groups
+    of their own). Greedy, in the spirit of scikit-learn's ``StratifiedGroupKFold``: groups are
+    visited largest first (ties in an order shuffled by ``seed``), and each goes to the split
+    that, relative to each class's target, most lacks the classes it holds. Deterministic for a
+    given seed and item set, whatever the order of the mappings.
+    """
+    members: dict[str, list[str]] = {}
+    for key in sorted(labels):
+        members.setdefault(groups.get(key) or f"\0{key}", []).append(key)
+    classes = sorted(set(labels.values()))
+    totals = dict.fromkeys(classes, 0)
+    for label in labels.values():
+        totals[label] += 1
+    fractions = {"train": 1.0 - val_fraction - test_fraction, "val": val_fraction}
+    fractions["test"] = test_fraction
+    assigned = {split: dict.fromkeys(classes, 0) for split in SPLITS}
+    order = sorted(members)
+    random.Random(seed).shuffle(order)
+    order.sort(key=lambda group: -len(members[group]))  # stable: the shuffle breaks ties
+    splits: dict[str, str] = {}
+    for group in order:
+        counts: dict[str, int] = {}
+        for key in members[group]:
+            counts[labels[key]] = counts.get(labels[key], 0) + 1
+        best = max(
+            (split for split in SPLITS if fractions[split] > 0),
+            key=lambda split: _lack(split, counts, assigned, totals, fractions),
+        )
+        for label, count in counts.items():
+            assigned[best][label] += count
+        for key in members[group]:
+            splits[key] = best
+    return splits
+
+
+def _lack(
+    split: str,
+    counts: Mapping[str, int],
+    assigned: Mapping[str, Mapping[str, int]],
+    totals: Mapping[str, int],
+    fractions: Mapping[str, float],
+) -> tuple[float, float]:
+    """How much ``split`` lacks the classes in ``counts``: the shortfall below target, in share of
+    each class, weighted by the group's images of it; ties go to the split with the larger
+    overall shortfall (then to ``SPLITS`` order, by ``max`` keeping the first)."""
+    need = 0.0
+    for label, count in counts.items():
+        target = fractions[split] * totals[label]
+        need += count * (target - assigned[split][label]) / totals[label]
+    overall = sum(
+        fractions[split] * totals[label] - assigned[split][label] for label in totals
+    ) / max(sum(totals.values()), 1)
+    return need, overall
+
+
+def group_leaks(splits: Mapping[str, str], groups: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Groups whose items lie in more than one split: ``{group: {split: first item}}``.
+
+    ``splits``: item -> split; ``groups``: item -> group (items without one never leak).
+    """
+    seen: dict[str, dict[str, str]] = {}
+    for key in sorted(splits):
+        group = groups.get(key)
+        if group:
+            seen.setdefault(group, {}).setdefault(splits[key], key)
+    return {group: where for group, where in sorted(seen.items()) if len(where) > 1}
+
+
+def groups_per_split(
+    items: Sequence[tuple[str, str, str | None]], classes: Sequence[str]
+) -> dict[str, dict[str, int]]:
+    """``{split: {class: n groups}}`` over (label, split, group) items; an item without a group
+    counts as a group of its own. A patient with images of two classes counts in both."""
+    seen: dict[str, dict[str, set[str]]] = {
+        split: {name: set() for name in classes} for split in SPLITS
+    }
+    for index, (label, split, group) in enumerate(items):
+        seen[split][label].add(group or f"\0{index}")
+    return {
+        split: {name: len(found) for name, found in by_class.items()}
+        for split, by_class in seen.items()
+    }
+
+
+def group_totals(items: Sequence[tuple[str, str | None]]) -> dict[str, int]:
+    """``{split: n distinct groups}`` over (split, group) items (no group: a group of its own)."""
+    seen: dict[str, set[str]] = {split: set() for split in SPLITS}
+    for index, (split, group) in enumerate(items):
+        seen[split].add(group or f"\0{index}")
+    return {split: len(found) for split, found in seen.items()}
+
+
+def describe_split(items: Sequence[tuple[str, str | None]]) -> dict[str, object]:
+    """How a split was made, for model cards: ``unit`` ``group`` when any of the (split, group)
+    items names a group (then ``groups``: distinct groups per split), else ``image``."""
+    if not any(group for _, group in items):
+        return {"unit": "image"}
+    return {"unit": "group", "groups": group_totals(items)}

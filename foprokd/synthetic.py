@@ -13,6 +13,9 @@ Used by the tests, the demo and the benchmarks, so everything here is numpy + PI
   written atomically), including the entries a validator must refuse: ``..`` and absolute paths,
   symlinks, hardlinks, devices. ``archive_kind`` — the kind a file name asks for.
 * ``pixel_bomb_png`` — a small, valid PNG whose header declares a huge canvas.
+
+With ``image_format="DICOM"`` the images are DICOM files (``foprokd.synthetic_dicom``), several
+per synthetic patient, each patient's images in one class and one split.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 from foprokd.atomic import atomic_path
+from foprokd.synthetic_dicom import Patient, radiograph
 
 ArchiveKind = Literal["zip", "tar", "tar.gz"]
 MemberKind = Literal["file", "dir", "symlink", "hardlink", "chardev", "fifo"]
@@ -75,6 +79,7 @@ class SampleDataset:
     split_counts: dict[str, dict[str, int]] | None = None
     corrupt: list[str] = field(default_factory=list)
     manifest: str | None = None
+    patients: dict[str, str] = field(default_factory=dict)  # DICOM path -> PatientID
 
     @property
     def num_images(self) -> int:
@@ -141,9 +146,10 @@ def sample_dataset(
     seed: int = 0,
     layout: Literal["folders", "csv"] = "folders",
     with_splits: bool = False,
-    image_format: Literal["PNG", "JPEG"] = "PNG",
+    image_format: Literal["PNG", "JPEG", "DICOM"] = "PNG",
     corrupt: int = 0,
     root: str = "",
+    max_images_per_patient: int = 4,
 ) -> SampleDataset:
     """A long-tailed dataset of ``texture_image``s as archive members.
 
@@ -154,6 +160,9 @@ def sample_dataset(
     (``image,label[,split]``).
     ``corrupt``: that many extra files (truncated and garbage images) in the tail classes.
     ``root``: an optional top-level folder, as when users zip a whole directory.
+    ``image_format="DICOM"``: ``.dcm`` files of synthetic patients with 1 to
+    ``max_images_per_patient`` images each (``patients`` maps each file to its PatientID); with
+    ``with_splits`` a patient's images share the split of its first image.
     """
     names = (
         [f"class_{i:02d}" for i in range(classes)] if isinstance(classes, int) else list(classes)
@@ -161,15 +170,24 @@ def sample_dataset(
     counts = long_tail_counts(len(names), head, imbalance)
     rng = np.random.default_rng(seed)
     prefix = f"{root.strip('/')}/" if root else ""
-    extension = "png" if image_format == "PNG" else "jpg"
+    extension = {"PNG": "png", "JPEG": "jpg", "DICOM": "dcm"}[image_format]
     members: list[Member] = []
     rows: list[tuple[str, str, str]] = []
+    patients: dict[str, str] = {}
     split_counts: dict[str, dict[str, int]] = {s: dict.fromkeys(names, 0) for s in SPLIT_NAMES}
     for index, (name, count) in enumerate(zip(names, counts, strict=True)):
         splits = _fixed_splits(count)
+        owners = _patients(count, max_images_per_patient, rng, start=len(set(patients.values())))
         for number in range(count):
-            data = encode_image(texture_image(index, len(names), rng, size), image_format)
+            image = texture_image(index, len(names), rng, size)
             split = splits[number]
+            if image_format == "DICOM":
+                owner = owners[number]
+                split = splits[owners.index(owner)]  # a patient's images stay in one split
+                grey = np.asarray(image.convert("L"))
+                data = radiograph(grey, rng, number, _patient(owner))
+            else:
+                data = encode_image(image, image_format)
             split_counts[split][name] += 1
             if layout == "csv":
                 relative = f"images/{name}_{number:04d}.{extension}"
@@ -180,6 +198,8 @@ def sample_dataset(
             else:
                 path = f"{prefix}{name}/img_{number:04d}.{extension}"
             members.append(Member(path, data))
+            if image_format == "DICOM":
+                patients[path] = _patient(owners[number]).patient_id
     broken = _corrupt_members(names, prefix, layout, with_splits, corrupt, rng)
     members.extend(broken)
     manifest = None
@@ -194,6 +214,26 @@ def sample_dataset(
         split_counts=split_counts if with_splits else None,
         corrupt=[m.name for m in broken],
         manifest=manifest,
+        patients=patients,
+    )
+
+
+def _patients(count: int, most: int, rng: np.random.Generator, start: int) -> list[int]:
+    """Owner number per image of one class: runs of 1..``most`` images, numbered from ``start``."""
+    owners: list[int] = []
+    number = start
+    while len(owners) < count:
+        owners += [number] * int(rng.integers(1, most + 1))
+        number += 1
+    return owners[:count]
+
+
+def _patient(number: int) -> Patient:
+    return Patient(
+        patient_id=f"SYN{number:05d}",
+        name=f"Synthetic^Patient{number:05d}",
+        birth_date=f"19{50 + number % 50:02d}0{1 + number % 9}1{number % 10}",
+        accession=f"ACC{number:07d}",
     )
 
 

@@ -41,6 +41,7 @@ from foprokd.catalog import TEACHERS, ModelSpec
 from foprokd.errors import TrainingCancelled
 from foprokd.hyperparams import TEACHER_METHODS
 from foprokd.pipeline import DistillationRequest, PipelineCallbacks, run_distillation
+from foprokd.quantize import Int8Gate
 from foprokd.trainer import EpochSummary, Progress
 from foprokd.zoo import resolve_spec, resolve_weights
 from workers.dataset_cache import fetch_dataset
@@ -65,6 +66,7 @@ JOB_METRICS = (
     "best_epoch",
     "best_val_balanced_accuracy",
     "split_sizes",
+    "trust",
 )
 PHASE_EVENTS = {
     "training": "Training started.",
@@ -364,8 +366,19 @@ class DistillationRun:
             student_weights=student_path,
             allow_random_weights=allow_random,
             resume_from=self._fetch_checkpoint(job, run_dir),
-            dataset={"name": dataset.name, "id": dataset.id},
+            # How the dataset was split (per image or per patient group) goes into the model card.
+            dataset={
+                "name": dataset.name,
+                "id": dataset.id,
+                "split": dict((dataset.stats or {}).get("split") or {}),
+            },
             provenance={"job_id": job.id, "dataset_id": job.dataset_id},
+            split_seed=dataset.split_seed,
+            int8_gate=Int8Gate(
+                max_balanced_accuracy_drop=self.settings.int8_max_balanced_accuracy_drop,
+                max_few_shot_recall_drop=self.settings.int8_max_few_shot_recall_drop,
+                min_speedup=self.settings.int8_min_speedup or None,
+            ),
         )
         outcome = run_distillation(request, JobCallbacks(self, watch))
 

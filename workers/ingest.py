@@ -197,6 +197,7 @@ def _validate(target: _Target, store: ObjectStore, settings: Settings) -> Ingest
                 limits=limits,
                 sink=sink,
                 archive_name=target.archive_name,
+                group_salt=settings.group_salt,
                 archive_bytes=target.archive_bytes,
                 progress=progress,
             )

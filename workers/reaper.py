@@ -17,6 +17,7 @@ from typing import Any
 
 from celery.signals import worker_ready, worker_shutdown
 
+from app.audit.service import purge_expired
 from app.core.config import get_settings
 from app.core.db import session_scope
 from app.core.queue import TaskName
@@ -32,8 +33,8 @@ _stop = threading.Event()
 
 
 def sweep() -> ReapReport:
-    """One reaper pass in its own transaction(s); then this machine's dead runs' scratch and
-    direct uploads never completed."""
+    """One reaper pass in its own transaction(s); then this machine's dead runs' scratch,
+    direct uploads never completed, and audit records past their retention."""
     settings = get_settings()
     with session_scope() as session:
         report = reap_expired_leases(
@@ -49,6 +50,10 @@ def sweep() -> ReapReport:
         expired = expire_direct_uploads(session, open_object_store(settings))
     if expired:
         log.warning("reaper: expired direct uploads never completed: %s", expired)
+    with session_scope() as session:
+        purged = purge_expired(session, settings.audit_retention_days)
+    if purged:
+        log.info("reaper: purged %d audit records past FOPRO_AUDIT_RETENTION_DAYS", purged)
     return report
 
 

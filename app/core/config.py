@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET = "dev-insecure-change-me"
+DEV_GROUP_SALT = "dev-group-salt-change-me"
 
 
 class Environment(StrEnum):
@@ -53,6 +54,9 @@ class Settings(BaseSettings):
 
     secret_key: str = DEV_SECRET
     download_url_ttl_s: int = Field(default=300, ge=10, le=7 * 24 * 3600)
+    # Keys the hash that turns DICOM PatientIDs and CSV patient ids into group names; per
+    # deployment and secret, so the names cannot be matched back to IDs by hashing guesses.
+    group_salt: str = DEV_GROUP_SALT
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65535)
@@ -91,6 +95,34 @@ class Settings(BaseSettings):
     # How long a rotated key keeps working when the rotation does not say.
     key_rotation_grace_s: int = Field(default=24 * 3600, ge=0, le=30 * 24 * 3600)
 
+    # When a job's `int8: auto` publishes its INT8 student: drops as fractions (0.01 = 1 point),
+    # and the FP32/INT8 batch-1 p50 latency ratio on the worker (0 = no speed requirement).
+    int8_max_balanced_accuracy_drop: float = Field(default=0.01, ge=0, le=1)
+    int8_max_few_shot_recall_drop: float = Field(default=0.05, ge=0, le=1)
+    int8_min_speedup: float = Field(default=1.0, ge=0)
+    # Occlusion explanations (`predict?explain=occlusion`): onnxruntime forward passes allowed
+    # per request, over all its images (each image costs one pass per patch, plus one).
+    explain_max_passes: int = Field(default=1024, ge=1)
+
+    # Audit records older than this are purged (`fopro admin purge-audit`, and every reaper).
+    audit_retention_days: int = Field(default=400, ge=1, le=36500)
+
+    # Hostile or careless clients: bodies and predictions have bounds.
+    max_json_body_bytes: int = Field(default=1024**2, ge=1024)
+    # A request body that sends nothing for this long is dropped (a stalled upload).
+    body_idle_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    max_predict_bytes: int = Field(default=64 * 1024**2, gt=0)  # all images of one request
+    max_predict_image_pixels: int = Field(default=25_000_000, gt=0)  # one image, as stored
+    # Pixels decoded per request (a large JPEG decodes reduced; other formats count whole).
+    max_predict_pixels: int = Field(default=150_000_000, gt=0)
+    max_concurrent_predictions: int = Field(default=2, ge=1)  # per API process; 429 beyond
+
+    # HTTP hardening: HSTS when the request came over TLS, or always behind a TLS proxy that
+    # does not forward the scheme; CORS only for these origins (empty: off).
+    hsts_max_age_s: int = Field(default=31_536_000, ge=0)
+    hsts_behind_proxy: bool = False
+    cors_origins: list[str] = Field(default_factory=list)
+
     @model_validator(mode="after")
     def _fill_defaults_and_check(self) -> Self:
         data_dir = self.data_dir.expanduser().resolve()
@@ -124,6 +156,11 @@ class Settings(BaseSettings):
             )
         if self.env is Environment.production and len(self.secret_key) < 32:
             raise ValueError("FOPRO_SECRET_KEY must be at least 32 characters in production")
+        if self.env is Environment.production and self.group_salt == DEV_GROUP_SALT:
+            raise ValueError(
+                "FOPRO_GROUP_SALT still has the development default; in production set a long "
+                "random value (and keep it: changing it renames every patient group)"
+            )
         return self
 
     @property

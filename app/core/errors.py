@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 
 class ServiceError(Exception):
     """An error the caller can act on: ``code`` is stable, ``message`` tells what to do next."""
@@ -65,3 +67,26 @@ class IllegalTransition(Conflict):
 class ServiceUnavailable(ServiceError):
     status_code = 503
     code = "unavailable"
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(description="Stable, machine-readable, e.g. not_found, rate_limited.")
+    message: str = Field(description="What went wrong and what to do next.")
+    details: Any = None
+
+
+class ErrorOut(BaseModel):
+    """The body of every error response: ``{"error": {"code", "message", "details"}}``."""
+
+    error: ErrorBody
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` declaring the error envelope for each of ``codes``."""
+    return {code: {"model": ErrorOut} for code in codes}
+
+
+# What any authenticated /v1 route may answer besides its own successes: bad key, another
+# team's (or no) object, refused role, invalid input, body limits, quotas and rate limits,
+# a state conflict, an object store that is down.
+API_ERRORS = error_responses(400, 401, 403, 404, 408, 409, 413, 422, 429, 503)

@@ -16,7 +16,7 @@ from sqlalchemy import BigInteger, Integer, Select, String, Text, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Mapped, Session, mapped_column
 
 from app.core.db import utcnow
-from app.core.pagination import Page
+from app.core.pagination import MAX_ROW_ID, MaxOffset, Page
 
 
 class EventColumns:
@@ -54,9 +54,9 @@ class EventWindow:
 
 
 def event_window(
-    after_id: Annotated[int | None, Query(ge=0)] = None,
+    after_id: Annotated[int | None, Query(ge=0, le=MAX_ROW_ID)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: MaxOffset = 0,
 ) -> EventWindow:
     """The ``?after_id=&limit=&offset=`` of an events route (a FastAPI dependency)."""
     return EventWindow(after_id, limit, offset)

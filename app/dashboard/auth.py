@@ -79,7 +79,9 @@ def signed_in(request: Request, session: SessionDep, settings: SettingsDep) -> S
     if key is None:
         raise SignInRequired("The API key of this session was revoked. Sign in with an active key.")
     user = SignedIn(
-        principal=Principal(team_id=key.team_id, key_id=key.id, role=Role(key.role)),
+        principal=Principal(
+            team_id=key.team_id, key_id=key.id, role=Role(key.role), key_prefix=key.prefix
+        ),
         csrf=csrf_token(cookie, settings.secret_key),
         team_name=session.get_one(Team, key.team_id).name,
         key_prefix=key.prefix,

@@ -1,5 +1,6 @@
 """Dataset pages: the list with the upload form, one dataset (class counts per split, imbalance,
-shot groups, problems), its validation progress while it is checked, and delete.
+shot groups, images and patient groups per class and split, problems), its validation progress
+while it is checked, and delete.
 
 The upload is ``POST /v1/datasets`` itself (streamed to the store in bounded memory); the page
 sends it with XMLHttpRequest to show upload progress, the CSRF token in a header.
@@ -18,7 +19,7 @@ from app.dashboard.auth import CsrfCheckedDep, CsrfCheckedUploadDep, SignedIn, S
 from app.dashboard.pages import DashboardRoute, PageNumber, list_window, page, page_count
 from app.datasets import router as datasets_api
 from app.datasets.models import DatasetStatus
-from app.deps import SessionDep, SettingsDep, StoreDep
+from app.deps import SessionDep, SettingsDep, StoreDep, actor_for
 
 router = APIRouter(route_class=DashboardRoute, include_in_schema=False)
 
@@ -67,8 +68,9 @@ async def upload_dataset(
     """``POST /v1/datasets`` with the session's key: 202 and the dataset (JSON) for the page's
     script, which then opens the dataset's page."""
     response = Response()
+    actor = actor_for(request, user.principal)
     dataset = await datasets_api.upload_dataset(
-        request, response, user.principal, session, settings, store
+        request, response, user.principal, actor, session, settings, store
     )
     return JSONResponse(
         dataset.model_dump(mode="json"),
@@ -86,6 +88,7 @@ def dataset_page(
         dataset_id, user.principal, session, EventWindow(limit=EVENTS_SHOWN)
     )
     counts: dict[str, dict[str, int]] = dataset.stats.get("class_counts") or {}
+    patient_groups = dataset.stats.get("patient_groups") or {}
     return page(
         request,
         "dataset.html",
@@ -96,8 +99,32 @@ def dataset_page(
             "events": events.items,
             "events_total": events.total,
             "chart": {"classes": list(dataset.classes), "counts": counts},
+            "split_table": split_table(list(dataset.classes), counts, patient_groups),
         },
     )
+
+
+def split_table(
+    classes: list[str], counts: dict[str, dict[str, int]], patient_groups: dict[str, Any]
+) -> dict[str, Any] | None:
+    """Rows of (class, [(images, groups or None) per split]) plus a totals row; None until the
+    dataset has counts. Groups are shown only for a dataset split by patient group."""
+    if not counts:
+        return None
+    splits = list(counts)
+    per_class = patient_groups.get("per_class") or {}
+
+    def cell(split: str, name: str) -> tuple[int, int | None]:
+        groups = per_class.get(split, {}).get(name) if per_class else None
+        return counts[split].get(name, 0), groups
+
+    rows = [(name, [cell(split, name) for split in splits]) for name in classes]
+    per_split = patient_groups.get("per_split") or {}
+    totals = [
+        (sum(counts[split].values()), per_split.get(split) if per_split else None)
+        for split in splits
+    ]
+    return {"splits": splits, "rows": rows, "totals": totals, "grouped": bool(per_class)}
 
 
 @router.get("/datasets/{dataset_id}/status")
@@ -118,7 +145,8 @@ def dataset_status(
 
 @router.post("/datasets/{dataset_id}/delete")
 def delete_dataset(
-    dataset_id: str, user: CsrfCheckedDep, session: SessionDep, store: StoreDep
+    dataset_id: str, request: Request, user: CsrfCheckedDep, session: SessionDep, store: StoreDep
 ) -> Response:
-    datasets_api.delete_dataset(dataset_id, user.principal, session, store)
+    actor = actor_for(request, user.principal)
+    datasets_api.delete_dataset(dataset_id, user.principal, actor, session, store)
     return RedirectResponse("/datasets", status_code=303)

@@ -15,17 +15,19 @@ from fastapi.responses import RedirectResponse, StreamingResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from app.audit.service import AuditAction, record
 from app.core.errors import InvalidInput, NotFound, ServiceError
 from app.core.events import EventOut, EventWindow
+from app.core.pagination import MAX_ROW_ID
 from app.dashboard import views
 from app.dashboard.auth import CsrfCheckedDep, SignedIn, SignedInDep
 from app.dashboard.pages import DashboardRoute, PageNumber, list_window, page, page_count
 from app.datasets import router as datasets_api
 from app.datasets.models import DatasetStatus
-from app.deps import SessionDep, SettingsDep, StoreDep
+from app.deps import SessionDep, SettingsDep, StoreDep, actor_for
 from app.jobs import router as jobs_api
 from app.jobs import service as jobs_service
-from app.jobs.models import JobStatus
+from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import JobCreate, Priority
 from app.students import router as artifacts_api
 from app.teachers import router as teachers_api
@@ -172,8 +174,10 @@ async def submit_job(
                 "method": form.get("method", DEFAULT_METHOD),
                 "priority": form.get("priority", Priority.normal.value),
                 "params": params,
-            }
+            },
+            strict=False,  # a form sends text: "7" is the number the user typed
         )
+        record(session, actor_for(request, user.principal), AuditAction.job_create, created=Job)
         job, _ = jobs_service.create_job(
             session,
             user.principal,
@@ -229,7 +233,8 @@ def job_page(request: Request, job_id: str, user: SignedInDep, session: SessionD
             "progress": views.progress_view(job),
             "actions": views.job_actions(job),
             "metrics": metrics,
-            "report": views.report_view(metrics.report) if metrics.report else None,
+            "report": views.report_view(metrics.report, metrics.trust) if metrics.report else None,
+            "trust": views.trust_view(metrics.trust),
             "artifacts": artifacts_api.read_artifacts(job_id, user.principal, session),
             "events": events,
             "events_total": events_total,
@@ -250,8 +255,8 @@ def job_stream(
     request: Request,
     user: SignedInDep,
     session: SessionDep,
-    after_id: Annotated[int, Query(ge=0)] = 0,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    after_id: Annotated[int, Query(ge=0, le=MAX_ROW_ID)] = 0,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_ROW_ID)] = None,
 ) -> StreamingResponse:
     """``GET /v1/jobs/{id}/stream`` for the page's EventSource, which cannot send a bearer key;
     ``after_id`` skips the events the page was rendered with (a reconnect sends Last-Event-ID)."""
@@ -277,26 +282,37 @@ def download_artifact(
     settings: SettingsDep,
 ) -> Response:
     """The download button: ``GET /v1/jobs/{id}/artifacts/{name}`` (Range included)."""
+    actor = actor_for(request, user.principal)
     return artifacts_api.download_artifact(
-        job_id, name, request, user.principal, session, store, settings, redirect=False
+        job_id, name, request, user.principal, actor, session, store, settings, redirect=False
     )
 
 
 @router.post("/jobs/{job_id}/cancel")
-def cancel_job(job_id: str, user: CsrfCheckedDep, session: SessionDep) -> Response:
-    jobs_api.cancel_job(job_id, user.principal, session)
+def cancel_job(
+    job_id: str, request: Request, user: CsrfCheckedDep, session: SessionDep
+) -> Response:
+    jobs_api.cancel_job(job_id, user.principal, actor_for(request, user.principal), session)
     return RedirectResponse(f"/jobs/{job_id}", status_code=303)
 
 
 @router.post("/jobs/{job_id}/retry")
 def retry_job(
-    job_id: str, user: CsrfCheckedDep, session: SessionDep, settings: SettingsDep
+    job_id: str,
+    request: Request,
+    user: CsrfCheckedDep,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> Response:
-    retry = jobs_api.retry_job(job_id, user.principal, session, settings)
+    actor = actor_for(request, user.principal)
+    retry = jobs_api.retry_job(job_id, user.principal, actor, session, settings)
     return RedirectResponse(f"/jobs/{retry.id}", status_code=303)
 
 
 @router.post("/jobs/{job_id}/delete")
-def delete_job(job_id: str, user: CsrfCheckedDep, session: SessionDep, store: StoreDep) -> Response:
-    jobs_api.delete_job(job_id, user.principal, session, store)
+def delete_job(
+    job_id: str, request: Request, user: CsrfCheckedDep, session: SessionDep, store: StoreDep
+) -> Response:
+    actor = actor_for(request, user.principal)
+    jobs_api.delete_job(job_id, user.principal, actor, session, store)
     return RedirectResponse("/jobs", status_code=303)

@@ -23,6 +23,8 @@ from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from app.core.errors import InvalidInput, ServiceError
+from app.core.pagination import MAX_OFFSET
+from app.core.security_headers import ALWAYS, HTML_ONLY
 from app.dashboard.auth import SignedIn, SignInRequired
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -32,20 +34,11 @@ STATIC_URL = "/static"
 SIGN_IN_PATH = "/sign-in"
 PAGE_SIZE = 20  # rows per page of a list
 
-PageNumber = Annotated[int, Query(ge=1, alias="page")]
+PageNumber = Annotated[int, Query(ge=1, le=MAX_OFFSET // PAGE_SIZE, alias="page")]
 
 # Scripts and styles only from this server (vendored libraries included): an injected tag or
 # attribute cannot run, and no other site may frame the pages' buttons.
-SECURITY_HEADERS: dict[str, str] = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; "
-        "object-src 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
+SECURITY_HEADERS: dict[str, str] = {**ALWAYS, **HTML_ONLY}
 
 
 def duration(seconds: float | None) -> str:

@@ -96,6 +96,9 @@ class ClassRow:
     support: int
     train_count: int | None
     group: str | None
+    recall_interval: list[float] | None = None  # 95 % Wilson
+    precision_interval: list[float] | None = None
+    warnings: tuple[str, ...] = ()  # a split holds too few images of the class
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,26 @@ class ReportView:
     classes: list[ClassRow]
     class_names: list[str]
     heat: list[list[HeatCell]]
+    intervals: dict[str, list[float] | None]  # headline metric -> 95 % bootstrap interval
+
+
+@dataclass(frozen=True)
+class TrustView:
+    """Calibration and the INT8 decision of a succeeded job (``metrics.trust``)."""
+
+    calibration: dict[str, Any]
+    int8: dict[str, Any] | None
+    warnings: list[dict[str, Any]]
+
+
+def trust_view(trust: dict[str, Any] | None) -> TrustView | None:
+    if not trust:
+        return None
+    return TrustView(
+        calibration=dict(trust["calibration"]),
+        int8=trust.get("int8"),
+        warnings=list(trust.get("small_classes", [])),
+    )
 
 
 def heat_map(matrix: list[list[int]]) -> list[list[HeatCell]]:
@@ -128,8 +151,16 @@ def heat_map(matrix: list[list[int]]) -> list[list[HeatCell]]:
     return rows
 
 
-def report_view(report: dict[str, Any]) -> ReportView:
-    """Per-class scores with each class's shot group, group accuracies, the heat map."""
+def report_view(report: dict[str, Any], trust: dict[str, Any] | None = None) -> ReportView:
+    """Per-class scores with each class's shot group, 95 % intervals and small-split
+    warnings (from ``trust``), group accuracies, the heat map."""
+    intervals = report.get("intervals") or {}
+    bounds = {row["class"]: row for row in intervals.get("per_class", [])}
+    warned: dict[str, list[str]] = {}
+    for warning in (trust or {}).get("small_classes", []):
+        warned.setdefault(warning["class"], []).append(
+            f"{warning['split']}: {warning['images']} image(s)"
+        )
     groups_block: dict[str, Any] = report.get("shot_groups") or {}
     group_of = {
         name: group
@@ -145,6 +176,9 @@ def report_view(report: dict[str, Any]) -> ReportView:
             support=row["support"],
             train_count=row.get("train_count"),
             group=group_of.get(row["class"]),
+            recall_interval=bounds.get(row["class"], {}).get("recall"),
+            precision_interval=bounds.get(row["class"], {}).get("precision"),
+            warnings=tuple(warned.get(row["class"], [])),
         )
         for row in report.get("per_class", [])
     ]
@@ -159,6 +193,7 @@ def report_view(report: dict[str, Any]) -> ReportView:
         classes=classes,
         class_names=list(report.get("class_names", [])),
         heat=heat_map(report.get("confusion_matrix", [])),
+        intervals=dict(intervals.get("headline") or {}),
     )
 
 

@@ -17,11 +17,13 @@ _DELIMITERS = (",", ";", "\t")
 
 @dataclass(frozen=True)
 class LabelColumns:
-    """Column names of a user's labels CSV (matched case-insensitively)."""
+    """Column names of a user's labels CSV (matched case-insensitively); ``group``: the names a
+    patient column may have, the first present is used."""
 
     image: str = "image"
     label: str = "label"
     split: str = "split"
+    group: tuple[str, ...] = ("patient_id", "group")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,7 @@ class LabelRow:
     image: str
     label: str
     split: str | None
+    group: str | None = None
 
 
 def csv_header(data: bytes) -> list[str] | None:
@@ -101,7 +104,7 @@ def _delimiter(header_line: str) -> str:
 
 def _column_positions(
     header: list[str], columns: LabelColumns, entry: str, log: ProblemLog
-) -> tuple[int, int, int | None] | None:
+) -> tuple[int, int, int | None, int | None] | None:
     found = {name: i for i, name in enumerate(header) if name}
     missing = [c for c in (columns.image, columns.label) if c.lower() not in found]
     if missing:
@@ -112,10 +115,12 @@ def _column_positions(
             "rename the columns or set image_column/label_column in the upload",
         )
         return None
+    group_at = next((found[g.lower()] for g in columns.group if g.lower() in found), None)
     return (
         found[columns.image.lower()],
         found[columns.label.lower()],
         found.get(columns.split.lower()),
+        group_at,
     )
 
 
@@ -123,7 +128,7 @@ def _label_row(
     fields: list[str],
     line: int,
     width: int,
-    positions: tuple[int, int, int | None],
+    positions: tuple[int, int, int | None, int | None],
     entry: str,
     log: ProblemLog,
 ) -> LabelRow | None:
@@ -137,7 +142,7 @@ def _label_row(
             f"line {line} has {len(fields)} fields, the header has {width}",
         )
         return None
-    image_at, label_at, split_at = positions
+    image_at, label_at, split_at, group_at = positions
     image, label = fields[image_at].strip(), fields[label_at].strip()
     if not image:
         log.error(where, ProblemCode.manifest_malformed, f"line {line} names no image")
@@ -156,4 +161,5 @@ def _label_row(
                 "use train, val or test",
             )
             return None
-    return LabelRow(line, image, label, split)
+    group = fields[group_at].strip() or None if group_at is not None else None
+    return LabelRow(line, image, label, split, group)

@@ -39,6 +39,11 @@ class ProblemCode(StrEnum):
     too_many_pixels = "too_many_pixels"
     converted = "converted"
     multi_frame = "multi_frame"
+    # DICOM
+    no_pixel_data = "no_pixel_data"
+    dicom_multi_frame = "dicom_multi_frame"
+    unsupported_transfer_syntax = "unsupported_transfer_syntax"
+    burned_in_annotation = "burned_in_annotation"
     ignored_file = "ignored_file"
     not_an_image = "not_an_image"
     duplicate_across_classes = "duplicate_across_classes"
@@ -60,6 +65,10 @@ class ProblemCode(StrEnum):
     too_few_classes = "too_few_classes"
     no_train_images = "no_train_images"
     empty_split = "empty_split"
+    # patient groups
+    no_group = "no_group"
+    group_leak = "group_leak"
+    single_group_class = "single_group_class"
     # service
     duplicate_upload = "duplicate_upload"
     internal_error = "internal_error"

@@ -11,10 +11,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from sqlalchemy import func, select
 
+from app.audit.service import AuditAction, record
 from app.core.db import new_id
-from app.core.errors import ServiceUnavailable
+from app.core.errors import ErrorOut, InvalidInput, ServiceUnavailable, error_responses
 from app.core.events import EventOut, EventWindowDep, read_events
-from app.core.pagination import Page
+from app.core.pagination import MaxOffset, Page
 from app.core.storage import ObjectNotFound, StoreUnavailable
 from app.core.tenancy import get_owned, scoped
 from app.datasets import service
@@ -27,18 +28,48 @@ from app.datasets.schemas import (
     UploadRequest,
 )
 from app.datasets.upload import receive_archive
-from app.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
+from app.deps import ActorDep, CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 from app.teams.quotas import upload_allowance
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
+
+def _field_schemas() -> dict[str, dict[str, Any]]:
+    """UploadRequest's fields as plain JSON schemas (a query parameter or form field is never
+    null: an optional field is simply left out)."""
+    schemas: dict[str, dict[str, Any]] = {}
+    for name, schema in UploadRequest.model_json_schema()["properties"].items():
+        branches = [b for b in schema.get("anyOf", [schema]) if b.get("type") != "null"]
+        plain = {k: v for k, v in schema.items() if k not in ("anyOf", "title", "default")}
+        plain.update(branches[0])
+        if schema.get("default") is not None:
+            plain["default"] = schema["default"]
+        schemas[name] = plain
+    return schemas
+
+
+_UPLOAD_FIELDS = _field_schemas()
 _UPLOAD_BODY: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": schema,
+            "description": (
+                "Raw-body uploads: required, the dataset's name. Multipart: a form field instead."
+                if name == "name"
+                else "Raw-body uploads only (multipart: a form field instead)."
+            ),
+        }
+        for name, schema in _UPLOAD_FIELDS.items()
+    ],
     "requestBody": {
         "required": True,
         "description": (
             "Either multipart/form-data with the fields of UploadRequest (name, layout, ...) "
             "BEFORE one file part holding the archive, or the raw archive as the body with the "
-            "fields as query parameters. Archives: .zip, .tar, .tar.gz."
+            "fields as query parameters (`?name=` required). Archives: .zip, .tar, .tar.gz."
         ),
         "content": {
             "multipart/form-data": {
@@ -46,14 +77,15 @@ _UPLOAD_BODY: dict[str, Any] = {
                     "type": "object",
                     "required": ["name", "file"],
                     "properties": {
-                        "name": {"type": "string"},
+                        **_UPLOAD_FIELDS,
                         "file": {"type": "string", "format": "binary"},
                     },
-                }
+                },
+                "encoding": {"file": {"contentType": "application/octet-stream"}},
             },
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
-    }
+    },
 }
 
 
@@ -62,15 +94,16 @@ _UPLOAD_BODY: dict[str, Any] = {
     status_code=202,
     openapi_extra=_UPLOAD_BODY,
     responses={
-        409: {"description": "name taken"},
-        413: {"description": "over FOPRO_MAX_UPLOAD_BYTES"},
-        415: {"description": "not a zip/tar/tar.gz"},
+        409: {"model": ErrorOut, "description": "name taken"},
+        413: {"model": ErrorOut, "description": "over FOPRO_MAX_UPLOAD_BYTES or the quota"},
+        415: {"model": ErrorOut, "description": "not a zip/tar/tar.gz"},
     },
 )
 async def upload_dataset(
     request: Request,
     response: Response,
     principal: CurrentPrincipal,
+    actor: ActorDep,
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
@@ -89,7 +122,15 @@ async def upload_dataset(
     dataset_id = new_id("ds")
     parsed: list[UploadRequest] = []
 
+    multipart = request.headers.get("content-type", "").startswith("multipart/form-data")
+
     def before_store(fields: dict[str, str], filename: str | None) -> None:
+        if multipart and "name" not in fields:
+            # Fields after the file are never read (the archive streams on), so say so.
+            raise InvalidInput(
+                "The form has no `name` field before its file part; send the text fields "
+                "(name, layout, ...) first and the archive file last."
+            )
         upload = service.parse_upload_fields(fields)
         service.ensure_name_free(session, principal.team_id, upload.name)
         parsed.append(upload)
@@ -102,6 +143,7 @@ async def upload_dataset(
         before_store=before_store,
         too_large=allowance.too_large,
     )
+    record(session, actor, AuditAction.dataset_upload, created=Dataset)
     dataset = await run_in_threadpool(
         service.register_upload,
         session,
@@ -116,10 +158,11 @@ async def upload_dataset(
     return DatasetOut.model_validate(dataset)
 
 
-@router.post("/uploads", status_code=201, responses={501: {}})
+@router.post("/uploads", status_code=201, responses=error_responses(501))
 def begin_direct_upload(
     body: DirectUploadRequest,
     principal: CurrentPrincipal,
+    actor: ActorDep,
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
@@ -128,6 +171,7 @@ def begin_direct_upload(
     straight to S3 (keep each response's ETag), then POST them to ``complete_url``."""
     principal.require_write()
     upload_allowance(session, principal.team_id, settings, declared=body.size)
+    record(session, actor, AuditAction.dataset_upload_begin, created=Dataset)
     return service.begin_direct_upload(
         session, store, settings, team_id=principal.team_id, request=body
     )
@@ -138,6 +182,7 @@ def complete_direct_upload(
     dataset_id: str,
     body: CompleteUploadRequest,
     principal: CurrentPrincipal,
+    actor: ActorDep,
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
@@ -145,6 +190,7 @@ def complete_direct_upload(
     """Assemble the uploaded parts; the dataset goes on to ``validating``."""
     principal.require_write()
     dataset = get_owned(session, Dataset, dataset_id, principal.team_id, what="dataset")
+    record(session, actor, AuditAction.dataset_upload_complete, dataset.id)
     return DatasetOut.model_validate(
         service.complete_direct_upload(session, store, settings, dataset, body.parts)
     )
@@ -156,7 +202,7 @@ def list_datasets(
     session: SessionDep,
     status: DatasetStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: MaxOffset = 0,
 ) -> Page[DatasetOut]:
     """The team's datasets, newest first; ``deleted`` records only when asked for by status."""
     query = scoped(Dataset, principal.team_id)
@@ -193,9 +239,13 @@ def list_dataset_events(
 
 @router.get("/{dataset_id}/manifest", response_class=StreamingResponse)
 def download_manifest(
-    dataset_id: str, principal: CurrentPrincipal, session: SessionDep, store: StoreDep
+    dataset_id: str,
+    principal: CurrentPrincipal,
+    actor: ActorDep,
+    session: SessionDep,
+    store: StoreDep,
 ) -> StreamingResponse:
-    """The manifest CSV of a ready dataset: ``path,object_key,label,split,sha256,width,height``."""
+    """The manifest CSV of a ready dataset (``foprokd.manifest.MANIFEST_HEADER`` columns)."""
     dataset = get_owned(session, Dataset, dataset_id, principal.team_id, what="dataset")
     key = service.manifest_key(dataset)
     try:
@@ -204,6 +254,8 @@ def download_manifest(
         raise ServiceUnavailable(
             f"The manifest cannot be read from the object store: {exc}"
         ) from exc
+    record(session, actor, AuditAction.dataset_manifest_download, dataset.id)
+    session.commit()
 
     def chunks() -> Iterator[bytes]:
         with handle:
@@ -219,10 +271,15 @@ def download_manifest(
 
 @router.delete("/{dataset_id}", status_code=204)
 def delete_dataset(
-    dataset_id: str, principal: CurrentPrincipal, session: SessionDep, store: StoreDep
+    dataset_id: str,
+    principal: CurrentPrincipal,
+    actor: ActorDep,
+    session: SessionDep,
+    store: StoreDep,
 ) -> Response:
     """Delete the dataset and its objects; 409 while a queued or running job uses it."""
     principal.require_write()
     dataset = get_owned(session, Dataset, dataset_id, principal.team_id, what="dataset")
+    record(session, actor, AuditAction.dataset_delete, dataset.id)
     service.delete_dataset(session, store, dataset)
     return Response(status_code=204)

@@ -19,6 +19,15 @@ class IngestOptions(BaseModel):
     labels CSV inside the archive when there are several. Splits come from the layout (split
     folders or the split column) when given, else a stratified split with ``split_seed`` (random
     when omitted; always recorded) and the val/test fractions (train gets the rest).
+
+    ``group_by`` says which images belong to one patient, so that a split never puts one patient
+    in two splits: ``auto`` (a ``patient_id``/``group`` column of the labels CSV, else the
+    hashed DICOM PatientID, else none), ``column`` (the CSV's ``group_column``), ``dicom``,
+    ``folder:N`` (the name of the N-th folder of each path, 1 = the top level) or ``none``
+    (images split one by one). A user-given split that puts a group in two splits is refused
+    (``on_group_leak="refuse"``) or kept with a warning (``"warn"``). A multi-frame DICOM file
+    is refused unless ``dicom_frames="split"`` makes each frame an image (the frames of one file
+    always share a split).
     """
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -31,6 +40,10 @@ class IngestOptions(BaseModel):
     split_seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     val_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    group_by: str = Field(default="auto", pattern=r"^(auto|none|column|dicom|folder:[1-9][0-9]?)$")
+    group_column: str | None = Field(default=None, min_length=1, max_length=100)
+    on_group_leak: Literal["refuse", "warn"] = "refuse"
+    dicom_frames: Literal["refuse", "split"] = "refuse"
 
     @model_validator(mode="after")
     def _train_keeps_a_share(self) -> Self:
@@ -65,7 +78,8 @@ class UploadRequest(IngestOptions):
 class DirectUploadRequest(UploadRequest):
     """``POST /v1/datasets/uploads``: start a direct-to-S3 multipart upload of ``size`` bytes."""
 
-    size: int = Field(gt=0, description="archive size in bytes")
+    # S3's own limit on one object (5 TiB) bounds it, and keeps it inside a 64-bit integer.
+    size: int = Field(gt=0, le=5 * 1024**4, description="archive size in bytes")
 
 
 class PartUrl(BaseModel):

@@ -10,7 +10,7 @@ from typing import Any
 
 from foprokd.metrics import FEW_SHOT_BELOW, MANY_SHOT_ABOVE
 from foprokd.metrics import shot_groups as engine_shot_groups
-from foprokd.splits import count_by_split
+from foprokd.splits import count_by_split, group_totals, groups_per_split
 
 # Bins of the longer image side, in pixels; the last bin is open-ended.
 SIZE_BIN_EDGES: tuple[int, ...] = (0, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -57,18 +57,35 @@ def size_histogram(sizes: Sequence[tuple[int, int]]) -> dict[str, Any]:
 
 
 def dataset_statistics(
-    labelled: Sequence[tuple[str, str]], sizes: Sequence[tuple[int, int]], classes: Sequence[str]
+    labelled: Sequence[tuple[str, str]],
+    sizes: Sequence[tuple[int, int]],
+    classes: Sequence[str],
+    *,
+    groups: Sequence[str | None] | None = None,
 ) -> dict[str, Any]:
     """The statistics block of a ready dataset.
 
     ``labelled``: (class, split) per image; ``sizes``: (width, height) per image; ``classes``:
-    names in label-index order. Keys: ``class_counts`` ({split: {class: n}}), ``class_totals``,
-    ``imbalance_ratio`` (train max/min), ``groups`` (many/medium/few by train count),
-    ``group_rule``, ``image_size_histogram``.
+    names in label-index order; ``groups``: the patient group per image (None: a group of its
+    own) when the split kept groups together. Keys: ``class_counts`` ({split: {class: n}}),
+    ``class_totals``, ``imbalance_ratio`` (train max/min), ``groups`` (many/medium/few by train
+    count), ``group_rule``, ``image_size_histogram``; with ``groups`` also ``patient_groups``
+    (``per_class`` {split: {class: n groups}}, ``per_split`` {split: n}, ``total``).
     """
     counts = count_by_split(labelled, classes)
     totals = {name: sum(counts[split][name] for split in counts) for name in classes}
+    extra: dict[str, Any] = {}
+    if groups is not None:
+        pairs = zip(labelled, groups, strict=True)
+        items = [(label, split, group) for (label, split), group in pairs]
+        per_split = group_totals([(split, group) for _, split, group in items])
+        extra["patient_groups"] = {
+            "per_class": groups_per_split(items, classes),
+            "per_split": per_split,
+            "total": len({group for group in groups if group}) + groups.count(None),
+        }
     return {
+        **extra,
         "class_counts": counts,
         "class_totals": totals,
         "imbalance_ratio": imbalance_ratio(counts["train"]),

@@ -7,11 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
+from app.audit.service import AuditAction, record
 from app.core.events import EventOut, EventWindowDep, read_events
-from app.core.pagination import Page
-from app.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
+from app.core.pagination import MAX_ROW_ID, MaxOffset, Page
+from app.deps import ActorDep, CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 from app.jobs import service
-from app.jobs.models import JobEvent, JobStatus
+from app.jobs.models import Job, JobEvent, JobStatus
 from app.jobs.schemas import JobCreate, JobMetricsOut, JobOut
 from app.jobs.stream import job_stream
 
@@ -31,12 +32,14 @@ IdempotencyKey = Annotated[
 def submit_job(
     body: JobCreate,
     principal: CurrentPrincipal,
+    actor: ActorDep,
     session: SessionDep,
     settings: SettingsDep,
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ) -> JobOut:
     """Queue a distillation job (201); a repeated ``Idempotency-Key`` returns the first (200)."""
+    record(session, actor, AuditAction.job_create, created=Job)
     job, created = service.create_job(
         session, principal, body, idempotency_key=idempotency_key, settings=settings
     )
@@ -52,7 +55,7 @@ def list_jobs(
     status: JobStatus | None = None,
     dataset_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: MaxOffset = 0,
 ) -> Page[JobOut]:
     return service.list_jobs(
         session, principal, status=status, dataset_id=dataset_id, limit=limit, offset=offset
@@ -81,7 +84,7 @@ def stream_job(
     request: Request,
     principal: CurrentPrincipal,
     session: SessionDep,
-    last_event_id: Annotated[int | None, Header(ge=0)] = None,
+    last_event_id: Annotated[int | None, Header(ge=0, le=MAX_ROW_ID)] = None,
 ) -> StreamingResponse:
     """Server-Sent Events: ``job_event`` (id = event id), ``progress`` and a final ``end``."""
     service.get_job(session, principal, job_id)
@@ -89,6 +92,7 @@ def stream_job(
         job_stream(
             job_id,
             principal.team_id,
+            key_id=principal.key_id,
             after_id=last_event_id or 0,
             is_disconnected=request.is_disconnected,
         ),
@@ -105,24 +109,37 @@ def read_job_metrics(
 
 
 @router.post("/{job_id}/cancel")
-def cancel_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> JobOut:
+def cancel_job(
+    job_id: str, principal: CurrentPrincipal, actor: ActorDep, session: SessionDep
+) -> JobOut:
     """Queued: cancelled now. Running: stops at its next training step (``cancel_requested``)."""
+    record(session, actor, AuditAction.job_cancel, job_id)
     return JobOut.model_validate(service.cancel_job(session, principal, job_id))
 
 
 @router.post("/{job_id}/retry", status_code=status.HTTP_201_CREATED)
 def retry_job(
-    job_id: str, principal: CurrentPrincipal, session: SessionDep, settings: SettingsDep
+    job_id: str,
+    principal: CurrentPrincipal,
+    actor: ActorDep,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> JobOut:
     """A new job repeating a failed or cancelled one, resuming from its last checkpoint."""
+    record(session, actor, AuditAction.job_retry, created=Job, details={"retry_of": job_id})
     return JobOut.model_validate(service.retry_job(session, principal, job_id, settings))
 
 
 @router.delete("/{job_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_job(
-    job_id: str, principal: CurrentPrincipal, session: SessionDep, store: StoreDep
+    job_id: str,
+    principal: CurrentPrincipal,
+    actor: ActorDep,
+    session: SessionDep,
+    store: StoreDep,
 ) -> Response:
     """Delete a finished job with its artifacts, checkpoints and events (204); 409 while it is
     queued or running, or while a retry resumes from its checkpoint."""
+    record(session, actor, AuditAction.job_delete, job_id)
     service.delete_job(session, store, principal, job_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator
 
 from app.jobs.models import JobStatus
 from foprokd.catalog import STUDENTS
@@ -27,12 +27,17 @@ class Priority(StrEnum):
 
 # Redis (the production broker) serves the lowest number first; 5 is Celery's default here.
 MIN_IMAGE_SIZE = 32
+STUDENT_CHOICES: list[JsonValue] = [*sorted(STUDENTS)]
 CELERY_PRIORITY: dict[Priority, int] = {Priority.high: 0, Priority.normal: 5, Priority.low: 9}
 
 
 class JobParams(HyperParams):
     """Hyper-parameters of one run: the engine's own fields, defaults (the paper's), ranges and
-    help texts (``foprokd.hyperparams``), plus the service's switches and policies."""
+    help texts (``foprokd.hyperparams``), plus the service's switches and policies.
+
+    Strict types: ``"epochs": "10"`` or ``true`` is a client bug to report, not to guess at."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
     allow_random_weights: bool = Field(
         default=False,
@@ -63,7 +68,8 @@ class JobCreate(BaseModel):
     teacher: str = Field(
         max_length=100, description="A built-in teacher (GET /v1/teachers) or your team's own."
     )
-    student: str = Field(max_length=100)
+    # The schema lists the choices; the validator below refuses others with a helpful message.
+    student: str = Field(max_length=100, json_schema_extra={"enum": STUDENT_CHOICES})
     method: Method = Field(
         default=DEFAULT_METHOD,
         description="; ".join(f"{name}: {text.rstrip('.')}" for name, text in METHOD_HELP.items()),
@@ -128,4 +134,9 @@ class JobMetricsOut(BaseModel):
     )
     report: dict[str, Any] | None = Field(
         description="The best student's classification report (engine metrics) once succeeded."
+    )
+    trust: dict[str, Any] | None = Field(
+        default=None,
+        description="Calibration (temperature, ECE/NLL before and after), the INT8 decision "
+        "and the per-class small-split warnings, once succeeded (the model card has the rest).",
     )

@@ -362,4 +362,5 @@ def job_metrics(session: Session, principal: Principal, job_id: str) -> JobMetri
         best_epoch=best,
         evaluated_split=job.metrics.get("evaluated_split"),
         report=job.metrics.get("report"),
+        trust=job.metrics.get("trust"),
     )

@@ -2,7 +2,8 @@
 
 The stream polls the database (about once a second) instead of subscribing to the broker, so it
 works the same on SQLite and PostgreSQL and needs no extra moving part. Event ids are JobEvent
-ids, so a reconnecting browser (``Last-Event-ID``) continues where it stopped.
+ids, so a reconnecting browser (``Last-Event-ID``) continues where it stopped. Each poll also
+re-reads the caller's API key, so a revoked or expired key ends its streams within a poll.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from app.core.tenancy import scoped
 from app.jobs.models import Job, JobEvent, JobStatus
 from app.jobs.schemas import JobOut
 from app.jobs.state import TERMINAL
+from app.teams.service import key_works
 
 POLL_SECONDS = 1.0
 # Proxies drop idle connections; a comment line every so often keeps the stream open.
@@ -33,12 +35,15 @@ EVENTS_PER_POLL = 500
 class _Snapshot:
     job: JobOut | None
     events: list[EventOut]
+    key_works: bool = True
 
 
-def _read(job_id: str, team_id: str, after_id: int) -> _Snapshot:
+def _read(job_id: str, team_id: str, after_id: int, key_id: str) -> _Snapshot:
     """The job (None if gone) and its next events, the job read first so a terminal status
-    is never seen before the event that records it."""
+    is never seen before the event that records it; nothing once ``key_id`` stopped working."""
     with get_sessionmaker()() as session:
+        if not key_works(session, key_id):
+            return _Snapshot(None, [], key_works=False)
         job = session.scalar(scoped(Job, team_id).where(Job.id == job_id))
         if job is None:
             return _Snapshot(None, [])
@@ -72,15 +77,20 @@ async def job_stream(
     job_id: str,
     team_id: str,
     *,
+    key_id: str,
     after_id: int,
     is_disconnected: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[str]:
     """Yield ``job_event`` messages (with ids) for new events, a ``progress`` message whenever
-    status/phase/progress change, and a final ``end`` message once the job is terminal."""
+    status/phase/progress change, and a final ``end`` message once the job is terminal, or at
+    once when the key ``key_id`` is revoked or expires."""
     last_progress: dict[str, Any] | None = None
     idle = 0.0
     while True:
-        snapshot = await run_in_threadpool(_read, job_id, team_id, after_id)
+        snapshot = await run_in_threadpool(_read, job_id, team_id, after_id, key_id)
+        if not snapshot.key_works:
+            yield sse("end", {"status": None, "reason": "the API key was revoked or expired"})
+            return
         if snapshot.job is None:
             yield sse("end", {"status": None, "reason": "job not found"})
             return

@@ -2,33 +2,34 @@
 
 Images are prepared exactly as the engine prepared its training and test images
 (``foprokd.images.to_model_rgb``, torch-free, shared with the engine's cache, then uint8 / 255).
-The mean/std normalisation is inside the ONNX graph; ``tests/unit/students/test_predict.py``
-checks the API and the engine produce the same pixels and the same probabilities.
+The mean/std normalisation is inside the ONNX graph, and logits are divided by the temperature
+the engine fitted on val (``config.json``), so the probabilities are calibrated.
+``tests/unit/students/test_predict.py`` checks the API and the engine produce the same pixels
+and the same probabilities.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.core.config import Settings
-from app.core.errors import Conflict, InvalidInput, PayloadTooLarge
+from app.core.errors import Conflict
 from app.core.storage import ObjectStore
 from app.core.tenancy import get_owned
 from app.jobs.models import Job
+from app.students.explain import explain_occlusion, findings
 from app.students.models import Artifact
+from app.students.predict_limits import decode_reduced
 from app.students.schemas import ClassScore, ImagePrediction, PredictionsOut
-from foprokd.images import RESIZE_POLICY, to_model_rgb
+from foprokd.images import RESIZE_POLICY
 
 CONFIG_FORMAT = "foprokd-student"
 ONNX_NAME = "student.onnx"
@@ -42,10 +43,6 @@ class StudentNotExported(Conflict):
     code = "student_not_exported"
 
 
-class ImageUnreadable(InvalidInput):
-    code = "image_unreadable"
-
-
 @dataclass(frozen=True)
 class StudentRuntime:
     """A loaded ONNX student and what its config.json says about inputs and outputs."""
@@ -56,12 +53,14 @@ class StudentRuntime:
     classes: list[str]
     image_size: int
     sha256: str
+    temperature: float = 1.0  # fitted on val by the engine; 1.0 for an uncalibrated export
+    thresholds: dict[str, list[float | None]] = field(default_factory=dict)  # per profile
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """images: float32 (N, 3, S, S) in [0, 1] -> softmax probabilities float32 (N, C)."""
+        """images: float32 (N, 3, S, S) in [0, 1] -> calibrated softmax(logits / T) (N, C)."""
         logits = np.asarray(
             self.session.run([self.output_name], {self.input_name: images})[0], dtype=np.float32
-        )
+        ) / np.float32(self.temperature)
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         return shifted / shifted.sum(axis=1, keepdims=True)
 
@@ -120,6 +119,8 @@ def load_runtime(store: ObjectStore, onnx: Artifact, config: Artifact) -> Studen
         classes=[str(c) for c in described["classes"]],
         image_size=int(described["image_size"]),
         sha256=onnx.sha256,
+        temperature=float(described.get("temperature") or 1.0),
+        thresholds=dict(described.get("operating_points") or {}),
     )
 
 
@@ -128,17 +129,7 @@ def decode_for_student(data: bytes, image_size: int, *, max_pixels: int) -> np.n
 
     Raises ImageUnreadable for bytes PIL cannot decode or an image above ``max_pixels``.
     """
-    try:
-        with Image.open(io.BytesIO(data)) as raw:
-            if raw.width * raw.height > max_pixels:
-                raise ImageUnreadable(
-                    f"{raw.width}x{raw.height} pixels is above the limit of {max_pixels}."
-                )
-            rgb = to_model_rgb(raw, image_size)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise ImageUnreadable(f"not a readable image ({exc}).") from exc
-    pixels = np.asarray(rgb, dtype=np.uint8).transpose(2, 0, 1)
-    return pixels.astype(np.float32) / np.float32(255.0)
+    return decode_reduced(data, image_size, max_pixels=max_pixels)[0]
 
 
 def top_k(probabilities: np.ndarray, classes: Sequence[str], k: int) -> list[list[ClassScore]]:
@@ -152,32 +143,11 @@ def top_k(probabilities: np.ndarray, classes: Sequence[str], k: int) -> list[lis
     ]
 
 
-def predict_for_job(
-    session: Session,
-    store: ObjectStore,
-    settings: Settings,
-    *,
-    team_id: str,
-    job_id: str,
-    images: Sequence[tuple[str, bytes]],
-    k: int,
-) -> PredictionsOut:
-    """Top-``k`` classes for each (filename, bytes) image from the job's exported ONNX student.
-
-    Raises 404 for another team's job, 409 when the job has no exported student, 413/422 for
-    too many, too large or unreadable images (naming the file).
-    """
-    if not images:
-        raise InvalidInput("Send at least one image as a multipart field named `files`.")
-    if len(images) > MAX_IMAGES_PER_REQUEST:
-        raise PayloadTooLarge(
-            f"{len(images)} images in one request; the limit is {MAX_IMAGES_PER_REQUEST}."
-        )
-    for filename, data in images:
-        if len(data) > settings.max_file_bytes:
-            raise PayloadTooLarge(
-                f"{filename!r} has {len(data)} bytes; the limit is {settings.max_file_bytes}."
-            )
+def student_for_job(
+    session: Session, store: ObjectStore, *, team_id: str, job_id: str
+) -> StudentRuntime:
+    """The loaded student of the team's job ``job_id``: 404 for another team's job, 409 when
+    the job has no exported student."""
     job = get_owned(session, Job, job_id, team_id, what="job")
     exported = {
         artifact.name: artifact
@@ -193,24 +163,43 @@ def predict_for_job(
             "predictions are available once it has succeeded.",
             details={"job_id": job_id, "status": job.status},
         )
-    runtime = runtime_cache.get(store, exported[ONNX_NAME], exported[CONFIG_NAME])
-    batch = []
-    for filename, data in images:
-        try:
-            batch.append(
-                decode_for_student(data, runtime.image_size, max_pixels=settings.max_image_pixels)
-            )
-        except ImageUnreadable as exc:
-            raise ImageUnreadable(f"{filename!r}: {exc.message}") from exc
-    probabilities = runtime.probabilities(np.stack(batch))
+    return runtime_cache.get(store, exported[ONNX_NAME], exported[CONFIG_NAME])
+
+
+def predict_batch(
+    runtime: StudentRuntime,
+    job_id: str,
+    filenames: Sequence[str],
+    batch: np.ndarray,
+    k: int,
+    *,
+    threshold_profile: str | None = None,
+    patch: int | None = None,
+) -> PredictionsOut:
+    """Top-``k`` classes for each image of ``batch`` (N, 3, S, S), named by ``filenames``, with
+    calibrated probabilities; with ``threshold_profile`` (checked by the caller with
+    ``check_profile``) the findings at that operating point, with ``patch`` (from
+    ``occlusion_plan``) an occlusion heat map per image (``app.students.explain``)."""
+    probabilities = runtime.probabilities(batch)
+    predictions = [
+        ImagePrediction(filename=filename, top_k=scores)
+        for filename, scores in zip(
+            filenames, top_k(probabilities, runtime.classes, k), strict=True
+        )
+    ]
+    if threshold_profile is not None:
+        flagged = findings(probabilities, runtime.classes, runtime.thresholds[threshold_profile])
+        for prediction, found in zip(predictions, flagged, strict=True):
+            prediction.findings = found
+    if patch is not None:
+        maps = explain_occlusion(runtime, batch, probabilities, patch)
+        for prediction, explanation in zip(predictions, maps, strict=True):
+            prediction.explanation = explanation
     return PredictionsOut(
         job_id=job_id,
         model_sha256=runtime.sha256,
         image_size=runtime.image_size,
-        predictions=[
-            ImagePrediction(filename=filename, top_k=scores)
-            for (filename, _), scores in zip(
-                images, top_k(probabilities, runtime.classes, k), strict=True
-            )
-        ],
+        temperature=runtime.temperature,
+        threshold_profile=threshold_profile,
+        predictions=predictions,
     )

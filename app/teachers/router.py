@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile, status
 
+from app.audit.service import AuditAction, record
 from app.core.tenancy import get_owned
-from app.deps import CurrentPrincipal, SessionDep, SettingsDep, StoreDep
+from app.deps import ActorDep, CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 from app.teachers.models import Teacher
 from app.teachers.schemas import TeacherCatalogOut, TeacherOut
 from app.teachers.service import (
@@ -18,6 +19,7 @@ from app.teachers.service import (
     verify_on_worker,
     zoo_teachers,
 )
+from app.teams.models import Role
 
 router = APIRouter(prefix="/teachers", tags=["teachers"])
 
@@ -34,8 +36,10 @@ WeightsVerifierDep = Annotated[WeightsVerifier, Depends(get_weights_verifier)]
 def list_teachers(
     principal: CurrentPrincipal, session: SessionDep, settings: SettingsDep
 ) -> TeacherCatalogOut:
+    """The zoo (weights paths: absolute for admin keys, relative to the weights directory for
+    others) and the team's own teachers."""
     return TeacherCatalogOut(
-        zoo=zoo_teachers(settings),
+        zoo=zoo_teachers(settings, absolute_paths=principal.role is Role.admin),
         team=[TeacherOut.model_validate(t) for t in team_teachers(session, principal.team_id)],
     )
 
@@ -43,6 +47,7 @@ def list_teachers(
 @router.post("", status_code=status.HTTP_201_CREATED)
 def upload_teacher(
     principal: CurrentPrincipal,
+    actor: ActorDep,
     session: SessionDep,
     settings: SettingsDep,
     store: StoreDep,
@@ -54,6 +59,7 @@ def upload_teacher(
     """Register a teacher from a state dict; 422 with the reason when the file is unsafe,
     damaged or does not load strictly into ``arch`` (classifier keys excepted)."""
     principal.require_write()
+    record(session, actor, AuditAction.teacher_upload, created=Teacher, details={"arch": arch})
     upload = file.file
     size = file.size
     if size is None:
@@ -83,8 +89,13 @@ def read_teacher(teacher_id: str, principal: CurrentPrincipal, session: SessionD
 
 @router.delete("/{teacher_id}", status_code=status.HTTP_204_NO_CONTENT)
 def remove_teacher(
-    teacher_id: str, principal: CurrentPrincipal, session: SessionDep, store: StoreDep
+    teacher_id: str,
+    principal: CurrentPrincipal,
+    actor: ActorDep,
+    session: SessionDep,
+    store: StoreDep,
 ) -> Response:
     principal.require_write()
+    record(session, actor, AuditAction.teacher_delete, teacher_id)
     delete_teacher(session, store, principal.team_id, teacher_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class ZooTeacherOut(BaseModel):
-    """A built-in teacher; ``weights_path`` is where the weights were found (None: not yet)."""
+    """A built-in teacher; ``weights_path`` is where the weights were found (None: not yet),
+    relative to the server's weights directory except for admin keys."""
 
     source: Literal["zoo"] = "zoo"
     name: str

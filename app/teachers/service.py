@@ -87,9 +87,16 @@ class TeacherChoice:
     weights_sha256: str | None
 
 
-def zoo_teachers(settings: Settings) -> list[ZooTeacherOut]:
-    """The built-in teachers with where their weights were found in ``settings.weights_dir``."""
+def zoo_teachers(settings: Settings, *, absolute_paths: bool = False) -> list[ZooTeacherOut]:
+    """The built-in teachers with where their weights were found in ``settings.weights_dir``:
+    relative to it, or (``absolute_paths``, for admins) as the server's file-system paths."""
     weights_dir = _weights_dir(settings)
+
+    def shown(path: Path) -> str:
+        if absolute_paths or not path.is_relative_to(weights_dir):
+            return str(path) if absolute_paths else path.name
+        return str(path.relative_to(weights_dir))
+
     return [
         ZooTeacherOut(
             name=entry.name,
@@ -100,8 +107,8 @@ def zoo_teachers(settings: Settings) -> list[ZooTeacherOut]:
             mean=list(entry.mean),
             std=list(entry.std),
             weights_available=(found := find_weights(entry.name, weights_dir)) is not None,
-            weights_path=str(found) if found else None,
-            expected_paths=[str(p) for p in expected_weight_paths(entry.name, weights_dir)],
+            weights_path=shown(found) if found else None,
+            expected_paths=[shown(p) for p in expected_weight_paths(entry.name, weights_dir)],
         )
         for entry in TEACHERS.values()
     ]

@@ -6,9 +6,10 @@ from datetime import timedelta
 
 from fastapi import APIRouter, status
 
+from app.audit.service import AuditAction, record
 from app.core.db import utcnow
 from app.core.tenancy import get_owned, scoped
-from app.deps import CurrentPrincipal, SessionDep, SettingsDep
+from app.deps import ActorDep, CurrentPrincipal, SessionDep, SettingsDep
 from app.teams.models import ApiKey, Role, Team
 from app.teams.quotas import team_usage
 from app.teams.schemas import (
@@ -61,7 +62,11 @@ def list_keys(principal: CurrentPrincipal, session: SessionDep) -> list[ApiKeyOu
 
 @router.post("/keys", status_code=status.HTTP_201_CREATED)
 def create_key(
-    body: ApiKeyCreate, principal: CurrentPrincipal, session: SessionDep, settings: SettingsDep
+    body: ApiKeyCreate,
+    principal: CurrentPrincipal,
+    actor: ActorDep,
+    session: SessionDep,
+    settings: SettingsDep,
 ) -> ApiKeyCreated:
     """A new key (shown once), optionally expiring; 409 when the team has its quota of active
     keys."""
@@ -76,6 +81,7 @@ def create_key(
         expires_at=body.expiry(),
         max_active=settings.max_active_keys,
     )
+    record(session, actor, AuditAction.key_create, key.id, details={"role": key.role})
     session.commit()
     return ApiKeyCreated(**ApiKeyOut.model_validate(key).model_dump(), key=plaintext)
 
@@ -85,6 +91,7 @@ def rotate_key(
     key_id: str,
     body: ApiKeyRotate,
     principal: CurrentPrincipal,
+    actor: ActorDep,
     session: SessionDep,
     settings: SettingsDep,
 ) -> ApiKeyRotated:
@@ -102,6 +109,7 @@ def rotate_key(
         grace=timedelta(seconds=grace_s),
         expires_at=body.expiry(),
     )
+    record(session, actor, AuditAction.key_rotate, old.id, details={"replaced_by": new.id})
     session.commit()
     return ApiKeyRotated(
         **ApiKeyOut.model_validate(new).model_dump(),
@@ -111,10 +119,13 @@ def rotate_key(
 
 
 @router.delete("/keys/{key_id}")
-def revoke_key(key_id: str, principal: CurrentPrincipal, session: SessionDep) -> ApiKeyOut:
+def revoke_key(
+    key_id: str, principal: CurrentPrincipal, actor: ActorDep, session: SessionDep
+) -> ApiKeyOut:
     principal.require(Role.admin)
     key = get_owned(session, ApiKey, key_id, principal.team_id, what="API key")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
+        record(session, actor, AuditAction.key_revoke, key.id)
     session.commit()
     return ApiKeyOut.model_validate(key)

@@ -35,6 +35,7 @@ class Principal:
     team_id: str
     key_id: str
     role: Role
+    key_prefix: str = ""
 
     def require(self, *allowed: Role) -> None:
         if self.role not in allowed:
@@ -75,6 +76,17 @@ def active_key_count(session: Session, team_id: str, *, now: datetime | None = N
         or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
     )
     return session.scalar(query) or 0
+
+
+def key_works(session: Session, key_id: str, *, now: datetime | None = None) -> bool:
+    """Whether the key ``key_id`` still exists and is neither revoked nor expired."""
+    now = now or utcnow()
+    query = select(ApiKey.id).where(
+        ApiKey.id == key_id,
+        ApiKey.revoked_at.is_(None),
+        or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now),
+    )
+    return session.scalar(query) is not None
 
 
 def create_api_key(
@@ -200,4 +212,4 @@ def authenticate(session: Session, presented: str, secret: str) -> Principal:
             .execution_options(synchronize_session=False)
         )
         session.commit()
-    return Principal(team_id=key.team_id, key_id=key.id, role=Role(key.role))
+    return Principal(team_id=key.team_id, key_id=key.id, role=Role(key.role), key_prefix=key.prefix)

@@ -15,6 +15,7 @@ running, not ready, ...); 6 server error, rate limit or connection failure (try 
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -255,6 +256,13 @@ def datasets_upload(
     split_seed: Annotated[int | None, typer.Option(help="Seed of the stratified split.")] = None,
     val_fraction: Annotated[float | None, typer.Option(help="Share for validation.")] = None,
     test_fraction: Annotated[float | None, typer.Option(help="Share for testing.")] = None,
+    group_by: Annotated[
+        str | None,
+        typer.Option(help="Patient groups: auto, none, column, dicom or folder:N."),
+    ] = None,
+    on_group_leak: Annotated[
+        str | None, typer.Option(help="A given split with a patient in two splits: refuse or warn.")
+    ] = None,
     wait: Annotated[bool, typer.Option(help="Wait until validation ends.")] = True,
     as_json: JsonOpt = False,
 ) -> None:
@@ -272,6 +280,8 @@ def datasets_upload(
                 split_seed=split_seed,
                 val_fraction=val_fraction,
                 test_fraction=test_fraction,
+                group_by=group_by,
+                on_group_leak=on_group_leak,
                 progress=bars or False,
             )
         if wait:
@@ -626,17 +636,45 @@ def predict(
     job_id: str,
     images: Annotated[list[Path], typer.Argument(help="Image files.")],
     top_k: Annotated[int, typer.Option(min=1, max=1000, help="Classes per image.")] = 5,
+    threshold_profile: Annotated[
+        str | None,
+        typer.Option(help="Flag findings at an operating point of the student (sens90, sens95)."),
+    ] = None,
+    heat_maps: Annotated[
+        Path | None,
+        typer.Option(help="Also compute occlusion heat maps and write them here as PNGs."),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Classify images with a finished job's student (run by the API)."""
+    """Classify images with a finished job's student (run by the API; calibrated
+    probabilities)."""
     with _client(as_json) as client:
-        answer = client.predict(job_id, images, top_k=top_k)
+        answer = client.predict(
+            job_id,
+            images,
+            top_k=top_k,
+            threshold_profile=threshold_profile,
+            explain=heat_maps is not None,
+        )
+    if heat_maps is not None:
+        heat_maps.mkdir(parents=True, exist_ok=True)
+        for index, row in enumerate(answer.predictions):
+            if row.explanation is not None:
+                # The index keeps two uploads with the same file name apart.
+                target = heat_maps / f"{index:03d}-{Path(row.filename).stem}.occlusion.png"
+                target.write_bytes(base64.b64decode(row.explanation.png_base64))
     if as_json:
         _print_json(answer)
         return
     for row in answer.predictions:
         scores = "  ".join(f"{s.label} {s.probability:.3f}" for s in row.top_k)
-        _out().print(f"{row.filename}: {scores}")
+        found = (
+            f"  findings ({answer.threshold_profile}): "
+            + (", ".join(f.label for f in row.findings) or "none")
+            if row.findings is not None
+            else ""
+        )
+        _out().print(f"{row.filename}: {scores}{found}")
 
 
 @app.command("login", epilog=EXIT_CODES_HELP)

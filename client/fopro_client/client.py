@@ -204,6 +204,10 @@ class FoproClient:
         image_column: str | None = None,
         label_column: str | None = None,
         split_column: str | None = None,
+        group_by: str | None = None,
+        group_column: str | None = None,
+        on_group_leak: str | None = None,
+        dicom_frames: str | None = None,
         progress: TransferProgress | bool = False,
     ) -> Dataset:
         """Stream the archive at ``path`` (.zip, .tar, .tar.gz) from disk as a multipart upload;
@@ -211,8 +215,9 @@ class FoproClient:
 
         ``name`` defaults to the file name without its archive suffix; the other options are the
         API's ingest options (``layout`` auto|folders|csv, split seed and fractions, CSV column
-        names). ``progress``: ``progress(filename, bytes_sent, total)``, or True for a bar on
-        stderr.
+        names, ``group_by`` auto|none|column|dicom|folder:N for patient-level splits and
+        ``on_group_leak`` refuse|warn, ``dicom_frames`` refuse|split). ``progress``:
+        ``progress(filename, bytes_sent, total)``, or True for a bar on stderr.
         """
         archive = Path(path)
         if not archive.is_file():
@@ -227,6 +232,10 @@ class FoproClient:
             image_column=image_column,
             label_column=label_column,
             split_column=split_column,
+            group_by=group_by,
+            group_column=group_column,
+            on_group_leak=on_group_leak,
+            dicom_frames=dicom_frames,
         )
         with archive.open("rb") as handle:
             body = self._reporting(handle, archive, progress)
@@ -502,9 +511,18 @@ class FoproClient:
                 self.retry.wait(failures - 1)
 
     def predict(
-        self, job_id: str, paths: Iterable[str | os.PathLike[str]], *, top_k: int = 5
+        self,
+        job_id: str,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        top_k: int = 5,
+        threshold_profile: str | None = None,
+        explain: bool = False,
+        patch: int | None = None,
     ) -> Predictions:
-        """Top-``top_k`` classes per image from the job's exported student (run by the API)."""
+        """Top-``top_k`` classes per image from the job's exported student (run by the API);
+        ``threshold_profile`` (``sens90``, ``sens95``) adds findings at that operating point,
+        ``explain`` an occlusion heat map per image (``patch`` px squares)."""
         images = [Path(p) for p in paths]
         if not images:
             raise ValueError("predict needs at least one image path")
@@ -528,7 +546,12 @@ class FoproClient:
                 Predictions,
                 "POST",
                 f"/v1/jobs/{job_id}/predict",
-                params={"top_k": top_k},
+                params={
+                    "top_k": top_k,
+                    **({"threshold_profile": threshold_profile} if threshold_profile else {}),
+                    **({"explain": "occlusion"} if explain else {}),
+                    **({"patch": patch} if patch is not None else {}),
+                },
                 files=parts,
                 idempotent=True,
             )

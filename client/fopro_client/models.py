@@ -172,17 +172,43 @@ class ClassScore(ApiModel):
     probability: float
 
 
+class Finding(ApiModel):
+    """A class whose calibrated probability reached its threshold at the asked operating point."""
+
+    label: str
+    index: int
+    probability: float
+    threshold: float
+
+
+class Explanation(ApiModel):
+    """An occlusion heat map (S x S PNG, base64) for the image's most probable class."""
+
+    method: str
+    label: str
+    index: int
+    patch: int
+    passes: int
+    max_drop: float
+    png_base64: str
+
+
 class ImagePrediction(ApiModel):
     filename: str
     top_k: list[ClassScore]
+    findings: list[Finding] | None = None
+    explanation: Explanation | None = None
 
 
 class Predictions(ApiModel):
-    """Top-k classes per image from the job's ``student.onnx``."""
+    """Top-k classes per image from the job's ``student.onnx`` (probabilities calibrated by
+    its temperature)."""
 
     job_id: str
     model_sha256: str
     image_size: int
+    temperature: float = 1.0
+    threshold_profile: str | None = None
     predictions: list[ImagePrediction]
 
 

@@ -1,5 +1,6 @@
 """One pass over an archive's entries: names, kinds, sizes and compression ratios checked against
-the limits, images decoded and stored while no error is known, CSV files kept for labelling.
+the limits, images (DICOM included) decoded and stored while no error is known, CSV files kept
+for labelling.
 
 The caller supplies where images go (``ImageSink``) and hears about progress (``ProgressFn``).
 Images are stored while the archive streams by (one pass, even for tar.gz), only as long as no
@@ -29,6 +30,13 @@ from app.datasets.ingest.archive import (
     display_name,
     entry_suffix,
     unsafe_name_reason,
+)
+from app.datasets.ingest.dicom import (
+    DICOM_EXTENSIONS,
+    DicomHeader,
+    DicomImage,
+    has_dicom_magic,
+    read_dicom,
 )
 from app.datasets.ingest.images import CheckedImage, ImageRejected, check_image
 from app.datasets.problems import ProblemCode, ProblemLog
@@ -62,6 +70,16 @@ class IngestLimits:
             max_image_pixels=settings.max_image_pixels,
             max_compression_ratio=settings.max_compression_ratio,
         )
+
+
+@dataclass(frozen=True)
+class DicomReading:
+    """How DICOM entries are read: ``group_salt`` keys the hash of PatientIDs
+    (``dicom.salted_group``); ``split_frames`` makes each frame of a multi-frame file an image
+    instead of refusing the file."""
+
+    group_salt: str
+    split_frames: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,8 +136,10 @@ def archive_problem(exc: ArchiveError) -> ProblemCode:
 
 @dataclass
 class ScannedImage:
-    """A valid image entry: its digest as found in the archive, where it was stored (None once
-    an error was known), its size in pixels and its stored size in bytes."""
+    """A valid image entry: its digest as found in the archive (of the converted pixels for
+    DICOM, whose file bytes carry PHI), where it was stored (None once an error was known), its
+    size in pixels, its stored size in bytes and, for DICOM, the allow-listed header, the
+    salted patient group and, for a frame, its file."""
 
     path: str
     source_sha256: str
@@ -127,6 +147,9 @@ class ScannedImage:
     width: int
     height: int
     size: int
+    dicom: DicomHeader | None = None
+    group: str | None = None
+    source_file: str | None = None  # the multi-frame file this image is a frame of
 
 
 @dataclass
@@ -162,6 +185,7 @@ class EntryScan:
     rejected_images: set[str] = field(default_factory=set)
     other_files: set[str] = field(default_factory=set)
     csvs: dict[str, bytes] = field(default_factory=dict)
+    frames: dict[str, list[str]] = field(default_factory=dict)  # multi-frame file -> its frames
     names: set[str] = field(default_factory=set)
     stored: dict[str, StoredImage] = field(default_factory=dict)
     budget: _Budget = field(default_factory=_Budget)
@@ -176,8 +200,23 @@ class EntryScan:
         return sorted({*self.images, *self.rejected_images})
 
     def stats(self, archive_format: ArchiveFormat) -> dict[str, Any]:
-        """The ``archive_format`` and ``entries`` blocks of a dataset's stats."""
+        """The ``archive_format`` and ``entries`` blocks of a dataset's stats (and ``dicom``, the
+        allow-listed header fields counted, when the archive holds DICOM files)."""
+        dicom = [image.dicom for image in self.images.values() if image.dicom is not None]
+        extra: dict[str, Any] = {}
+        if dicom:
+            extra["dicom"] = {
+                "images": len(dicom),
+                "modalities": _tally(h.modality or "unknown" for h in dicom),
+                "photometric_interpretations": _tally(h.photometric_interpretation for h in dicom),
+                "bits_stored": _tally(str(h.bits_stored) for h in dicom),
+                "transfer_syntaxes": _tally(h.transfer_syntax for h in dicom),
+                "with_patient_group": sum(
+                    1 for image in self.images.values() if image.group is not None
+                ),
+            }
         return {
+            **extra,
             "archive_format": archive_format.value,
             "entries": {
                 "files": self.files,
@@ -190,6 +229,13 @@ class EntryScan:
         }
 
 
+def _tally(values: Any) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def scan_archive(
     reader: ArchiveReader,
     *,
@@ -197,10 +243,13 @@ def scan_archive(
     sink: ImageSink,
     log: ProblemLog,
     archive_name: str,
+    dicom: DicomReading,
     archive_bytes: int | None = None,
     progress: ProgressFn | None = None,
 ) -> EntryScan:
     """Check every entry of ``reader`` into ``log`` and store valid images through ``sink``.
+
+    ``dicom`` says how DICOM entries are read.
 
     ``archive_name`` names archive-wide problems; ``archive_bytes`` is the archive's size (for
     progress). ``progress`` is called after every entry; an exception it raises aborts the scan.
@@ -214,7 +263,7 @@ def scan_archive(
         try:
             for done, entry in enumerate(reader.entries(), start=1):
                 last_entry = display_name(entry.name)
-                _scan_entry(reader, entry, scan, log, limits, sink)
+                _scan_entry(reader, entry, scan, log, limits, sink, dicom)
                 if progress is not None:
                     progress(
                         IngestProgress(done, reader.entry_count, reader.bytes_read, archive_bytes)
@@ -270,6 +319,7 @@ def _scan_entry(
     log: ProblemLog,
     limits: IngestLimits,
     sink: ImageSink,
+    dicom: DicomReading,
 ) -> None:
     if not scan.budget.charge(entry, limits, log):
         scan.fatal = True
@@ -297,14 +347,11 @@ def _scan_entry(
         log.warn(path, ProblemCode.ignored_file, "operating-system metadata; ignored")
         return
     suffix = entry_suffix(path)
-    if suffix not in IMAGE_EXTENSIONS and suffix != ".csv":
-        scan.other_files.add(path)
-        log.warn(
-            path,
-            ProblemCode.ignored_file,
-            f"not an image ({suffix or 'no extension'}); ignored. Images must be "
-            f"{', '.join(sorted(IMAGE_EXTENSIONS))}",
-        )
+    # PACS exports often name DICOM files without an extension: those are read to look for DICM
+    # (unless unreadable anyway, so that a big or encrypted README stays a warning).
+    unreadable = entry.encrypted or entry.size > limits.max_file_bytes
+    if (suffix and suffix not in _READ_SUFFIXES) or (not suffix and unreadable):
+        _ignore(path, suffix, scan, log)
         return
     if entry.encrypted:
         log.error(
@@ -317,7 +364,25 @@ def _scan_entry(
     if suffix == ".csv":
         scan.csvs[path] = data
         return
-    _scan_image(path, data, scan, log, limits, sink)
+    is_dicom = suffix in DICOM_EXTENSIONS or (not suffix and has_dicom_magic(data))
+    if not suffix and not is_dicom:
+        _ignore(path, suffix, scan, log)
+        return
+    _scan_image(path, data, scan, log, limits, sink, dicom if is_dicom else None)
+
+
+_READ_SUFFIXES = frozenset({*IMAGE_EXTENSIONS, *DICOM_EXTENSIONS, ".csv"})
+
+
+def _ignore(path: str, suffix: str, scan: EntryScan, log: ProblemLog) -> None:
+    scan.other_files.add(path)
+    log.warn(
+        path,
+        ProblemCode.ignored_file,
+        f"not an image ({suffix or 'no extension'}); ignored. Images must be "
+        f"{', '.join(sorted(IMAGE_EXTENSIONS | DICOM_EXTENSIONS))} (or DICOM files without an "
+        "extension)",
+    )
 
 
 def _read_entry(
@@ -384,15 +449,53 @@ def _ratio_message(size: int, compressed: int, limit: float) -> str:
 
 
 def _scan_image(
-    path: str, data: bytes, scan: EntryScan, log: ProblemLog, limits: IngestLimits, sink: ImageSink
+    path: str,
+    data: bytes,
+    scan: EntryScan,
+    log: ProblemLog,
+    limits: IngestLimits,
+    sink: ImageSink,
+    dicom: DicomReading | None,
 ) -> None:
-    source_sha256 = hashlib.sha256(data).hexdigest()
+    """Check one image (DICOM when ``dicom`` says how to read it) and store it; each frame of
+    a multi-frame DICOM file split into frames is an image ``<path>#frame=0001``, ...."""
+    decoded: DicomImage | None = None
     try:
-        checked = check_image(data, max_pixels=limits.max_image_pixels)
+        if dicom is None:
+            checked = check_image(data, max_pixels=limits.max_image_pixels)
+        else:
+            decoded = read_dicom(
+                data,
+                max_pixels=limits.max_image_pixels,
+                group_salt=dicom.group_salt,
+                split_frames=dicom.split_frames,
+            )
     except ImageRejected as exc:
         scan.rejected_images.add(path)
         log.error(path, ProblemCode(exc.kind), exc.message)
         return
+    if decoded is None:
+        _keep(path, checked, hashlib.sha256(data).hexdigest(), scan, log, sink)
+        return
+    multi = len(decoded.frames) > 1
+    for number, frame in enumerate(decoded.frames, start=1):
+        name = f"{path}#frame={number:04d}" if multi else path
+        # A DICOM file's bytes hold its header (PHI): it is known by its pixels instead.
+        image = _keep(name, frame, hashlib.sha256(frame.data).hexdigest(), scan, log, sink)
+        image.dicom, image.group = decoded.header, decoded.group
+        if multi:
+            image.source_file = path
+            scan.frames.setdefault(path, []).append(name)
+
+
+def _keep(
+    path: str,
+    checked: CheckedImage,
+    source_sha256: str,
+    scan: EntryScan,
+    log: ProblemLog,
+    sink: ImageSink,
+) -> ScannedImage:
     if checked.note:
         code = ProblemCode.converted if checked.converted else ProblemCode.multi_frame
         log.warn(path, code, checked.note)
@@ -401,6 +504,7 @@ def _scan_image(
     # Once the dataset is known to be invalid, storing more images would only be deleted again.
     if stored is None and not log.failed:
         stored = scan.stored[source_sha256] = sink(checked, source_sha256)
-    scan.images[path] = ScannedImage(
+    image = scan.images[path] = ScannedImage(
         path, source_sha256, stored, checked.width, checked.height, len(checked.data)
     )
+    return image

@@ -1,6 +1,7 @@
 """Labels and splits for the images an entry scan found: the layout (a labels CSV or class
-folders), one label per image, duplicates, class sizes, and the split of every image (given by
-the user, or stratified once with a recorded seed). Problems go to the scan's ``ProblemLog``."""
+folders), one label per image, duplicates, class sizes, the patient group of every image, and
+its split (given by the user, or stratified once with a recorded seed; per group when images
+have groups, so no patient is in two splits). Problems go to the scan's ``ProblemLog``."""
 
 from __future__ import annotations
 
@@ -10,20 +11,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.datasets.ingest.archive import clean_entry_path, unsafe_name_reason
+from app.datasets.ingest.dicom import salted_group
 from app.datasets.ingest.entries import EntryScan
 from app.datasets.manifest import LabelColumns, csv_header, parse_label_csv
 from app.datasets.problems import ProblemCode, ProblemLog
 from app.datasets.schemas import IngestOptions
 from foprokd.images import IMAGE_EXTENSIONS
-from foprokd.splits import SPLITS, new_seed, normalize_split, stratified_split
+from foprokd.splits import (
+    SPLITS,
+    group_leaks,
+    new_seed,
+    normalize_split,
+    stratified_group_split,
+    stratified_split,
+)
 
 
 @dataclass
 class Labelled:
-    """An image's class and split (None until assigned)."""
+    """An image's class, split (None until assigned) and patient group (None: on its own)."""
 
     label: str
     split: str | None
+    group: str | None = None
 
 
 @dataclass(frozen=True)
@@ -37,16 +47,18 @@ class Labelling:
     classes: list[str]
     split_seed: int | None
     split_info: dict[str, Any]
+    grouped: bool = False
 
 
 def label_and_split(
-    scan: EntryScan, log: ProblemLog, options: IngestOptions, archive_name: str
+    scan: EntryScan, log: ProblemLog, options: IngestOptions, archive_name: str, group_salt: str
 ) -> Labelling:
-    """Label the valid images of ``scan``, drop duplicate copies, check the classes and assign
-    splits; every problem is logged in ``log`` (``archive_name`` names archive-wide ones)."""
+    """Label the valid images of ``scan``, drop duplicate copies, check the classes, find each
+    image's group and assign splits; every problem is logged in ``log`` (``archive_name`` names
+    archive-wide ones). ``group_salt`` keys the hash of a CSV's patient ids."""
     layout, labels_csv = _choose_layout(scan, log, options, archive_name)
     if layout == "csv" and labels_csv is not None:
-        labels = _labels_from_csv(scan, log, options, labels_csv)
+        labels = _labels_from_csv(scan, log, options, labels_csv, group_salt)
     elif layout == "folders":
         labels = _labels_from_folders(scan, log)
     else:
@@ -60,8 +72,11 @@ def label_and_split(
     labels = _drop_duplicates(scan, log, labels)
     classes = sorted({item.label for item in labels.values()})
     _check_classes(log, labels, classes, archive_name)
-    split_seed, split_info = _assign_splits(log, labels, classes, options)
-    return Labelling(layout, labels_csv, labels, classes, split_seed, split_info)
+    group_by = _assign_groups(scan, log, labels, options, archive_name)
+    split_seed, split_info = _assign_splits(log, labels, classes, options, group_by)
+    return Labelling(
+        layout, labels_csv, labels, classes, split_seed, split_info, group_by != "none"
+    )
 
 
 def _choose_layout(
@@ -143,9 +158,12 @@ class _PathIndex:
 
 
 def _labels_from_csv(
-    scan: EntryScan, log: ProblemLog, options: IngestOptions, labels_csv: str
+    scan: EntryScan, log: ProblemLog, options: IngestOptions, labels_csv: str, group_salt: str
 ) -> dict[str, Labelled]:
-    columns = LabelColumns(options.image_column, options.label_column, options.split_column)
+    group_columns = (options.group_column,) if options.group_column else LabelColumns.group
+    columns = LabelColumns(
+        options.image_column, options.label_column, options.split_column, group_columns
+    )
     rows = parse_label_csv(scan.csvs[labels_csv], entry=labels_csv, columns=columns, log=log)
     if rows is None:
         return {}
@@ -159,7 +177,9 @@ def _labels_from_csv(
                     f"line {row.line} ({row.image}) has no split while other rows do; fill the "
                     "split of every row, or of none to let the service split",
                 )
-    index = _PathIndex([*scan.image_paths(), *scan.other_files], posixpath.dirname(labels_csv))
+    # A row may name a multi-frame file split into frames: it labels every frame.
+    files = [*scan.image_paths(), *scan.other_files, *scan.frames]
+    index = _PathIndex(files, posixpath.dirname(labels_csv))
     labels: dict[str, Labelled] = {}
     first_line: dict[str, int] = {}
     for row in rows:
@@ -189,9 +209,13 @@ def _labels_from_csv(
                 f"{where} lists this image again (first on line {first_line[path]})",
             )
             continue
+        # Patient ids are often medical record numbers: only their salted hash is kept.
+        group = salted_group(row.group, group_salt, "csv") if row.group else None
         first_line[path] = row.line
-        if path in scan.images:
-            labels[path] = Labelled(row.label, row.split)
+        for image in scan.frames.get(path, [path]):
+            first_line[image] = row.line
+            if image in scan.images:
+                labels[image] = Labelled(row.label, row.split, group)
     for path in sorted(set(scan.images) - set(first_line)):
         log.error(
             path,
@@ -296,27 +320,135 @@ def _check_classes(
         )
 
 
+def _assign_groups(
+    scan: EntryScan,
+    log: ProblemLog,
+    labels: dict[str, Labelled],
+    options: IngestOptions,
+    archive_name: str,
+) -> str:
+    """Set each image's group as ``options.group_by`` says; returns the rule used (``column``,
+    ``dicom``, ``folder:N``, ``none``, or ``file`` when only frames of one file are grouped)."""
+    from_csv = any(item.group for item in labels.values())
+    from_dicom = any(scan.images[path].group for path in labels)
+    rule = options.group_by
+    if rule == "auto":
+        rule = "column" if from_csv else "dicom" if from_dicom else "none"
+    if rule == "column" and not from_csv:
+        column = options.group_column or " or ".join(map(repr, LabelColumns.group))
+        log.error(
+            archive_name,
+            ProblemCode.no_group,
+            f"group_by is column but the labels CSV has no filled column {column}; add it or "
+            "choose another group_by",
+        )
+    if rule == "dicom" and not from_dicom:
+        log.error(
+            archive_name,
+            ProblemCode.no_group,
+            "group_by is dicom but no DICOM file names a PatientID or StudyInstanceUID",
+        )
+    for path, item in labels.items():
+        if rule == "dicom":
+            item.group = scan.images[path].group
+        elif rule.startswith("folder:"):
+            item.group = _folder_group(path, int(rule.split(":")[1]), log)
+        elif rule == "none":
+            item.group = None
+        source = scan.images[path].source_file
+        if item.group is None and source is not None:
+            item.group = f"file:{source}"  # the frames of one file never straddle two splits
+    if rule == "none" and any(item.group for item in labels.values()):
+        rule = "file"
+    return rule
+
+
+def _folder_group(path: str, level: int, log: ProblemLog) -> str | None:
+    folders = path.split("/")[:-1]
+    if len(folders) < level:
+        log.error(
+            path,
+            ProblemCode.no_group,
+            f"group_by is folder:{level} but the image is only {len(folders)} folder(s) deep; "
+            "put every image under its patient's folder",
+        )
+        return None
+    return folders[level - 1]
+
+
 def _assign_splits(
-    log: ProblemLog, labels: dict[str, Labelled], classes: list[str], options: IngestOptions
+    log: ProblemLog,
+    labels: dict[str, Labelled],
+    classes: list[str],
+    options: IngestOptions,
+    group_by: str,
 ) -> tuple[int | None, dict[str, Any]]:
+    grouped = group_by != "none"
+    unit = {"unit": "group", "group_by": group_by} if grouped else {"unit": "image"}
     given = [item.split for item in labels.values()]
     if given and all(split is not None for split in given):
         _check_given_splits(log, labels, classes)
-        return None, {"source": "given"}
+        if grouped:
+            _check_group_leaks(log, labels, options)
+        return None, {"source": "given", **unit}
     if any(split is not None for split in given) or log.failed:
-        return None, {"source": "none"}
+        return None, {"source": "none", **unit}
     seed = options.split_seed if options.split_seed is not None else new_seed()
-    assigned = stratified_split(
-        {path: item.label for path, item in labels.items()},
-        seed=seed,
-        val_fraction=options.val_fraction,
-        test_fraction=options.test_fraction,
-    )
+    item_labels = {path: item.label for path, item in labels.items()}
+    fractions = {"val_fraction": options.val_fraction, "test_fraction": options.test_fraction}
+    if grouped:
+        groups = {path: item.group for path, item in labels.items() if item.group}
+        assigned = stratified_group_split(item_labels, groups, seed=seed, **fractions)
+    else:
+        assigned = stratified_split(item_labels, seed=seed, **fractions)
     for path, split in assigned.items():
         labels[path].split = split
+    if grouped:
+        # Whole groups can leave a class without train, val or test images: say so, as for a
+        # user's split.
+        _warn_single_group_classes(log, labels, classes)
+        _check_given_splits(log, labels, classes)
     train = round(1 - options.val_fraction - options.test_fraction, 6)
-    fractions = {"train": train, "val": options.val_fraction, "test": options.test_fraction}
-    return seed, {"source": "generated", "seed": seed, "fractions": fractions}
+    shares = {"train": train, "val": options.val_fraction, "test": options.test_fraction}
+    return seed, {"source": "generated", "seed": seed, "fractions": shares, **unit}
+
+
+def _check_group_leaks(
+    log: ProblemLog, labels: dict[str, Labelled], options: IngestOptions
+) -> None:
+    leaks = group_leaks(
+        {path: item.split for path, item in labels.items() if item.split is not None},
+        {path: item.group for path, item in labels.items() if item.group},
+    )
+    report = log.error if options.on_group_leak == "refuse" else log.warn
+    for group, where in leaks.items():
+        places = ", ".join(f"{split} ({path})" for split, path in sorted(where.items()))
+        report(
+            group,
+            ProblemCode.group_leak,
+            f"group {group} has images in {places}; one patient in two splits leaks test "
+            "images into training. Move them into one split (or upload with "
+            "on_group_leak=warn to keep this split)",
+        )
+
+
+def _warn_single_group_classes(
+    log: ProblemLog, labels: dict[str, Labelled], classes: list[str]
+) -> None:
+    groups: dict[str, set[str]] = {name: set() for name in classes}
+    first: dict[str, str] = {}
+    for path in sorted(labels):
+        item = labels[path]
+        groups[item.label].add(item.group or f"\0{path}")
+        first.setdefault(item.label, path)
+    for name in classes:
+        if len(groups[name]) == 1:
+            log.warn(
+                first[name],
+                ProblemCode.single_group_class,
+                f"every image of class {name!r} comes from one patient, so all of them are in "
+                "one split and the class has no held-out images; add images of other patients",
+            )
 
 
 def _check_given_splits(log: ProblemLog, labels: dict[str, Labelled], classes: list[str]) -> None:

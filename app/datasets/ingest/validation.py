@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.datasets.ingest.archive import ArchiveReader
-from app.datasets.ingest.entries import ImageSink, IngestLimits, ProgressFn, scan_archive
+from app.datasets.ingest.entries import (
+    DicomReading,
+    ImageSink,
+    IngestLimits,
+    ProgressFn,
+    scan_archive,
+)
 from app.datasets.ingest.labels import label_and_split
 from app.datasets.problems import ProblemCode, ProblemLog
 from app.datasets.schemas import IngestOptions
@@ -52,11 +58,13 @@ def validate_archive(
     limits: IngestLimits,
     sink: ImageSink,
     archive_name: str,
+    group_salt: str,
     archive_bytes: int | None = None,
     progress: ProgressFn | None = None,
 ) -> IngestResult:
     """Check every entry of ``reader``, store valid images through ``sink`` and label them.
 
+    ``group_salt`` keys the hash that names patient groups (``Settings.group_salt``);
     ``archive_name`` names archive-wide problems; ``archive_bytes`` is the archive's size (for
     progress). ``progress`` is called after every entry; an exception it raises aborts
     validation (used when the dataset was deleted meanwhile).
@@ -68,13 +76,14 @@ def validate_archive(
         sink=sink,
         log=log,
         archive_name=archive_name,
+        dicom=DicomReading(group_salt, split_frames=options.dicom_frames == "split"),
         archive_bytes=archive_bytes,
         progress=progress,
     )
     stats = scan.stats(reader.format)
     if scan.fatal:
         return IngestResult(log, [], [], stats, None, None, 0)
-    labelling = label_and_split(scan, log, options, archive_name)
+    labelling = label_and_split(scan, log, options, archive_name, group_salt)
     stats.update(
         layout=labelling.layout, labels_csv=labelling.labels_csv, split=labelling.split_info
     )
@@ -98,6 +107,7 @@ def validate_archive(
                 sha256=image.stored.sha256,
                 width=image.width,
                 height=image.height,
+                group=item.group or "",
             )
         )
     stats.update(
@@ -105,6 +115,7 @@ def validate_archive(
             [(row.label, row.split) for row in rows],
             [(scan.images[row.path].width, scan.images[row.path].height) for row in rows],
             labelling.classes,
+            groups=[row.group or None for row in rows] if labelling.grouped else None,
         )
     )
     unique = {scan.images[path].source_sha256: scan.images[path].size for path in labels}

@@ -3,14 +3,18 @@
 A team uploads its own teacher, a job distils a student from it, and then: every artifact
 downloads with its recorded sha256, the ONNX and TorchScript files compute what the PyTorch
 student computes, the model card's numbers are the engine's, and predictions through the API's
-onnxruntime match the engine's PyTorch predictions. A job naming a teacher whose weights are not
-installed is refused at submit, with the path to fill.
+onnxruntime match the engine's PyTorch predictions (divided by the exported temperature). The
+bundle verifies with ``fopro verify-bundle`` and a tampered model does not. A job naming a
+teacher whose weights are not installed is refused at submit, with the path to fill.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from app.core.config import get_settings
+from foprokd.calibration import softmax
 from foprokd.data import LabelledImages
 from foprokd.evaluation import predict
 from foprokd.export import load_exported
@@ -42,7 +47,12 @@ ARTIFACTS = {
     "model_card.json",
     "model_card.md",
     "training_curves.png",
+    "reliability_diagram.png",
+    "bundle.json",
+    "golden_inputs.npy",
+    "golden_outputs.npy",
 }
+INT8_ARTIFACTS = {"student.int8.onnx", "golden_outputs.int8.npy"}
 
 
 def register_teacher(deployment: Deployment, tmp_path: Path) -> dict[str, Any]:
@@ -95,7 +105,34 @@ def test_a_finished_job_delivers_what_it_promises(deployment: Deployment, tmp_pa
     folder = tmp_path / "downloads"
     folder.mkdir()
     rows = download_all(deployment, job["id"], folder)
-    assert {r["name"] for r in rows} == ARTIFACTS
+    card = json.loads((folder / "model_card.json").read_text())
+    int8 = card["trust"]["int8"]
+    # The INT8 student is published, or the card says why it was withheld.
+    assert {r["name"] for r in rows} == ARTIFACTS | (INT8_ARTIFACTS if int8["published"] else set())
+    assert int8["published"] or int8["reasons"]
+    assert job["metrics"]["trust"]["int8"]["published"] == int8["published"]
+
+    # Clinic IT proves its runtime gives the bundle's answers; a tampered model fails.
+    verified = subprocess.run(
+        [sys.executable, "-m", "fopro", "verify-bundle", str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    tampered = tmp_path / "tampered"
+    shutil.copytree(folder, tampered)
+    model = bytearray((tampered / "student.onnx").read_bytes())
+    model[-100] ^= 0x01
+    (tampered / "student.onnx").write_bytes(bytes(model))
+    refused = subprocess.run(
+        [sys.executable, "-m", "fopro", "verify-bundle", str(tampered)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert "FAIL student.onnx" in refused.stdout
 
     # The deployable formats compute what the PyTorch student computes.
     exported = load_exported(folder)
@@ -110,7 +147,6 @@ def test_a_finished_job_delivers_what_it_promises(deployment: Deployment, tmp_pa
         assert np.abs(scripted(x).numpy() - reference).max() <= 1e-4
 
     # The model card reports the engine's numbers.
-    card = json.loads((folder / "model_card.json").read_text())
     report = job["metrics"]["report"]
     assert card["evaluation"]["report"] == report
     assert card["training"]["best_epoch"] == job["metrics"]["best_epoch"]
@@ -119,6 +155,7 @@ def test_a_finished_job_delivers_what_it_promises(deployment: Deployment, tmp_pa
         e["val_balanced_accuracy"] for e in curves
     ]
     assert card["teacher"] == "derm-teacher"
+    assert card["dataset"]["split"]["unit"] == "image"  # its manifest names no patient groups
     assert card["efficiency"]["teacher"]["params"] == teacher["num_params"]
     markdown = (folder / "model_card.md").read_text()
     assert f"| balanced_accuracy | {report['balanced_accuracy']:.4f} |" in markdown
@@ -147,6 +184,17 @@ def test_a_finished_job_delivers_what_it_promises(deployment: Deployment, tmp_pa
         ),
         device="cpu",
     )
+    # The API applies the temperature of config.json: softmax(logits / T) of the engine.
+    temperature = exported.config["temperature"]
+    assert answer.json()["temperature"] == temperature
+    with torch.no_grad():
+        logits = exported.classifier(
+            torch.from_numpy(np.stack([decode_image(p, exported.image_size) for p in images]))
+            .float()
+            .div(255.0)
+        ).numpy()
+    assert np.allclose(engine, softmax(logits, 1.0), atol=1e-5)
+    engine = softmax(logits, temperature)
     for row, prediction in zip(engine, answer.json()["predictions"], strict=True):
         for score in prediction["top_k"]:
             assert score["probability"] == pytest.approx(float(row[score["index"]]), abs=1e-5)

@@ -31,7 +31,12 @@ EXPORTED = {
     "model_card.json",
     "model_card.md",
     "training_curves.png",
+    "reliability_diagram.png",
+    "bundle.json",
+    "golden_inputs.npy",
+    "golden_outputs.npy",
 }
+INT8 = {"student.int8.onnx", "golden_outputs.int8.npy"}  # only when the INT8 gate passed
 
 
 def stream_messages(deployment: Deployment, job_id: str) -> list[tuple[str, dict[str, Any]]]:
@@ -102,7 +107,8 @@ def test_a_job_runs_to_success_with_progress_events_and_exported_students(
 
     with get_sessionmaker()() as session:
         artifacts = session.scalars(select(Artifact).where(Artifact.job_id == job_id)).all()
-    assert {a.name for a in artifacts} == EXPORTED
+    exported = EXPORTED | (INT8 if job["metrics"]["trust"]["int8"]["published"] else set())
+    assert {a.name for a in artifacts} == exported
     for artifact in artifacts:
         assert artifact.object_key.endswith(f"/jobs/{job_id}/artifacts/{artifact.name}")
         assert sha256_of(deployment, artifact.object_key) == artifact.sha256
@@ -124,7 +130,7 @@ def test_a_job_runs_to_success_with_progress_events_and_exported_students(
 
     # Deleting the job removes every object it wrote.
     job_prefix = prefix.removesuffix("checkpoints/")
-    assert len(list(deployment.store.list(job_prefix))) == len(EXPORTED) + 1
+    assert len(list(deployment.store.list(job_prefix))) == len(exported) + 1
     deleted = deployment.client.delete(f"/v1/jobs/{job_id}", headers=auth(deployment.key))
     assert deleted.status_code == 204, deleted.text
     assert list(deployment.store.list(job_prefix)) == []

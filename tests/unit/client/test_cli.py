@@ -3,6 +3,7 @@ envelope, and ``login`` saving a checked key (server answers scripted with MockT
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import stat
@@ -286,3 +287,50 @@ def test_progress_bars_draw_for_uploads_and_downloads(
     assert downloaded.exit_code == 0, downloaded.output
     assert "student.onnx" in downloaded.stderr
     assert (tmp_path / "out" / "student.onnx").read_bytes() == payload
+
+
+def test_predict_writes_heat_maps_and_prints_findings(
+    run: Callable[..., Any], tmp_path: Path
+) -> None:
+    (tmp_path / "lesion.png").write_bytes(b"png")
+    png = base64.b64encode(b"\x89PNG heat").decode()
+    answer = {
+        "job_id": "job_1",
+        "model_sha256": "0" * 64,
+        "image_size": 32,
+        "threshold_profile": "sens90",
+        "predictions": [
+            {
+                "filename": "lesion.png",
+                "top_k": [{"label": "melanoma", "index": 1, "probability": 0.61}],
+                "findings": [
+                    {"label": "melanoma", "index": 1, "probability": 0.61, "threshold": 0.3}
+                ],
+                "explanation": {
+                    "method": "occlusion",
+                    "label": "melanoma",
+                    "index": 1,
+                    "patch": 4,
+                    "passes": 65,
+                    "max_drop": 0.3,
+                    "png_base64": png,
+                },
+            }
+        ],
+    }
+    out = tmp_path / "maps"
+    result, server = run(
+        lambda r: httpx.Response(200, json=answer),
+        "predict",
+        "job_1",
+        str(tmp_path / "lesion.png"),
+        "--threshold-profile",
+        "sens90",
+        "--heat-maps",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    assert "findings (sens90): melanoma" in result.stdout
+    assert (out / "000-lesion.occlusion.png").read_bytes() == b"\x89PNG heat"
+    params = server.requests[0].url.params
+    assert (params["threshold_profile"], params["explain"]) == ("sens90", "occlusion")

@@ -209,3 +209,79 @@ def test_predict_sends_every_image_as_files(tmp_path: Path) -> None:
         'Content-Disposition: form-data; name="files"; filename="b.jpg"',
     ]
     assert server.requests[0].url.params["top_k"] == "1"
+
+
+def test_the_bundle_files_download_like_any_artifact(tmp_path: Path) -> None:
+    # The client lists artifacts generically: the INT8 model, bundle.json and the golden
+    # files come down, checked against their recorded sha256, with no client change.
+    bodies = {
+        name: name.encode() * 100
+        for name in (
+            "student.int8.onnx",
+            "bundle.json",
+            "golden_inputs.npy",
+            "golden_outputs.npy",
+            "reliability_diagram.png",
+        )
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/jobs/job_1/artifacts":
+            return httpx.Response(
+                200,
+                json=[
+                    artifact_row(name, hashlib.sha256(body).hexdigest(), len(body))
+                    for name, body in bodies.items()
+                ],
+            )
+        return httpx.Response(200, content=bodies[request.url.path.rsplit("/", 1)[1]])
+
+    with Server(handler).client() as client:
+        paths = client.download_artifacts("job_1", tmp_path)
+    assert {p.name: p.read_bytes() for p in paths} == bodies
+
+
+def test_predict_asks_for_findings_and_heat_maps(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"png")
+    answer = {
+        "job_id": "job_1",
+        "model_sha256": SHA,
+        "image_size": 32,
+        "temperature": 1.7,
+        "threshold_profile": "sens95",
+        "predictions": [
+            {
+                "filename": "a.png",
+                "top_k": [{"label": "melanoma", "index": 1, "probability": 0.6}],
+                "findings": [
+                    {"label": "melanoma", "index": 1, "probability": 0.6, "threshold": 0.2}
+                ],
+                "explanation": {
+                    "method": "occlusion",
+                    "label": "melanoma",
+                    "index": 1,
+                    "patch": 8,
+                    "passes": 17,
+                    "max_drop": 0.4,
+                    "png_base64": "iVBORw0KGgo=",
+                },
+            }
+        ],
+    }
+    server = Server(lambda request: httpx.Response(200, json=answer))
+    with server.client() as client:
+        predictions = client.predict(
+            "job_1", [tmp_path / "a.png"], threshold_profile="sens95", explain=True, patch=8
+        )
+    params = server.requests[0].url.params
+    assert (params["threshold_profile"], params["explain"], params["patch"]) == (
+        "sens95",
+        "occlusion",
+        "8",
+    )
+    [prediction] = predictions.predictions
+    assert prediction.findings is not None
+    assert prediction.findings[0].threshold == 0.2
+    assert prediction.explanation is not None
+    assert prediction.explanation.passes == 17
+    assert predictions.temperature == 1.7

@@ -368,3 +368,39 @@ def test_the_jobs_list_is_paginated_and_filtered_by_status(client: TestClient, t
     assert len(failed) == 8
     assert {status for _, status in failed} == {"failed"}
     assert client.get("/jobs?status=bogus", headers=HTML).status_code == 422
+
+
+def test_the_dataset_page_shows_images_and_patient_groups_per_class_and_split(
+    client: TestClient, team: Team
+) -> None:
+    from app.datasets.models import Dataset
+
+    with get_sessionmaker()() as session:
+        dataset = session.get_one(Dataset, team.dataset_id)
+        classes = list(dataset.classes)
+        dataset.stats = {
+            "class_counts": {
+                "train": dict.fromkeys(classes, 7),
+                "val": dict.fromkeys(classes, 1),
+                "test": dict.fromkeys(classes, 2),
+            },
+            "split": {"source": "generated", "seed": 3, "unit": "group", "group_by": "dicom"},
+            "patient_groups": {
+                "per_class": {
+                    "train": dict.fromkeys(classes, 4),
+                    "val": dict.fromkeys(classes, 1),
+                    "test": dict.fromkeys(classes, 1),
+                },
+                "per_split": {"train": 16, "val": 4, "test": 4},
+                "total": 24,
+            },
+        }
+        session.commit()
+    sign_in(client, team.viewer)
+    body = client.get(f"/datasets/{team.dataset_id}", headers=HTML).text
+    assert 'id="split-table"' in body
+    assert "Images and patient groups per class and split" in body
+    assert '7 <span class="muted">/ 4 groups</span>' in body
+    assert '28 <span class="muted">/ 16 groups</span>' in body  # 4 classes x 7 train images
+    assert "patient group" in body
+    assert "no patient in two splits" in body

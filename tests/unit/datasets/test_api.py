@@ -247,7 +247,7 @@ def test_ready_dataset_lists_filters_and_serves_its_manifest(
     manifest = client.get(f"/v1/datasets/{created['id']}/manifest", headers=team.auth())
     assert manifest.status_code == 200
     lines = manifest.text.splitlines()
-    assert lines[0] == "path,object_key,label,split,sha256,width,height"
+    assert lines[0] == "path,object_key,label,split,sha256,width,height,group"
     assert len(lines) == 1 + detail["num_images"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import tarfile
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +127,25 @@ def test_sample_command_writes_the_archive_it_describes(
     assert main(["sample", str(tmp_path / "demo.rar")]) == 2
     assert main(["sample", str(tmp_path / "tiny.zip"), "--size", "4"]) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.tar.gz"]
+
+
+def test_sample_command_writes_dicom_patients(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "pacs.zip"
+    args = ["sample", str(out), "--dicom", "--classes", "3", "--head", "12", "--size", "16"]
+    assert main(args) == 0
+    assert "synthetic patients" in capsys.readouterr().out
+    with zipfile.ZipFile(out) as archive:
+        names = archive.namelist()
+        first = archive.read(names[0])
+    assert names
+    assert all(name.endswith(".dcm") for name in names)
+    assert first[128:132] == b"DICM"
+    again = tmp_path / "again.zip"
+    assert main([*args[:1], str(again), *args[2:]]) == 0
+    assert again.read_bytes() == out.read_bytes()  # same seed, same files (UIDs included)
+    sample = sample_dataset(classes=3, head=12, size=16, image_format="DICOM")
+    per_patient = [list(sample.patients.values()).count(p) for p in set(sample.patients.values())]
+    assert max(per_patient) > 1
+    assert len(per_patient) < sample.num_images

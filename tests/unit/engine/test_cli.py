@@ -73,10 +73,19 @@ def test_train_writes_a_complete_run_folder(image_folder: Path, tmp_path: Path) 
     assert exported.classes == ["blue", "green", "red"]
     assert exported.config["method"] == "fopro_akd"
     assert exported.config["train_counts"] == record["train_counts"]
+    card = json.loads((run / "student" / "model_card.json").read_text())
+    int8 = (
+        {"student.int8.onnx", "golden_outputs.int8.npy"}
+        if card["trust"]["int8"]["published"]
+        else set()
+    )
     assert {p.name for p in (run / "student").iterdir()} == {
         "config.json", "student.safetensors", "student.torchscript.pt", "student.onnx",
-        "model_card.json", "model_card.md", "training_curves.png",
+        "model_card.json", "model_card.md", "training_curves.png", "reliability_diagram.png",
+        "bundle.json", "golden_inputs.npy", "golden_outputs.npy", *int8,
     }  # fmt: skip
+    card = (run / "student" / "model_card.md").read_text()
+    assert "- split: per image" in card  # an image folder names no patients
 
 
 def test_existing_run_needs_resume(

@@ -45,9 +45,16 @@ def test_the_dc_term_is_a_per_channel_colour_gain() -> None:
 
 
 def test_bands_follow_the_design() -> None:
-    shift = ScannerShift()
+    # A design with all three bands (the default has no damped high band).
+    shift = ScannerShift(
+        colour=(1.15, 0.95, 0.78),
+        mid_band=(0.25, 0.6),
+        mid_gain=1.4,
+        high_from=0.85,
+        high_gain=0.88,
+    )
     radius = radial_frequency(64, 64)
-    gain = shift.gain(64, 64)[0, 1]  # green: DC gain 0.95
+    gain = shift.gain(64, 64)[0, 1]  # green
     mid = (radius > 0.42) & (radius < 0.5)
     high = radius > 1.1
     assert gain[mid].mean() > shift.colour[1] * 1.25
@@ -64,7 +71,10 @@ def test_uint8_application_reports_clipping() -> None:
     shifted, clipped = ScannerShift().apply(images)
     assert shifted.dtype == torch.uint8
     assert shifted.shape == images.shape
+    # Random pixels are far from natural images: the boosted band pushes many past 0 and 255.
     assert 0.0 < clipped < 0.5
+    _, none_lost = ScannerShift().apply(torch.full((2, 3, 16, 16), 128, dtype=torch.uint8))
+    assert none_lost == pytest.approx(0.0, abs=1e-6)
 
 
 def test_agreement_of_log_gains() -> None:

@@ -64,6 +64,7 @@ def test_submit_commits_a_queued_job_with_paper_defaults_and_sends_it(
         "augment": True,
         "seed": 0,
         "student_init": "imagenet",
+        "int8": "auto",
         "allow_random_weights": True,
     }
     row = session.get_one(Job, job["id"])

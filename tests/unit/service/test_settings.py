@@ -36,7 +36,9 @@ def test_production_refuses_the_development_secret(tmp_path: Path) -> None:
         Settings(env="production", data_dir=tmp_path, secret_key=DEV_SECRET)
     with pytest.raises(ValidationError, match="at least 32"):
         Settings(env="production", data_dir=tmp_path, secret_key="short")
-    ok = Settings(env="production", data_dir=tmp_path, secret_key="x" * 40)
+    with pytest.raises(ValidationError, match="FOPRO_GROUP_SALT"):
+        Settings(env="production", data_dir=tmp_path, secret_key="x" * 40)
+    ok = Settings(env="production", data_dir=tmp_path, secret_key="x" * 40, group_salt="s" * 40)
     assert ok.secret_key == "x" * 40
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,17 @@ import pytest
 import torch
 from PIL import Image
 from torch import nn
+from typer.testing import CliRunner
 
+from fopro.cli import cli
+from foprokd.bundle import verify_bundle
+from foprokd.cli import main as foprokd_cli
 from foprokd.data import LabelledImages
 from foprokd.evaluation import predict
 from foprokd.export import load_exported
 from foprokd.hyperparams import TrainConfig
 from foprokd.image_cache import decode_image
+from foprokd.intervals import report_intervals
 from foprokd.manifest import ManifestRow
 from foprokd.metrics import classification_report
 from foprokd.model_card import (
@@ -25,6 +31,7 @@ from foprokd.model_card import (
     build_model_card,
     count_flops,
     count_parameters,
+    render_markdown,
     write_model_card,
 )
 from foprokd.pipeline import DistillationRequest, ManifestImages, run_distillation
@@ -128,7 +135,14 @@ def test_card_report_is_the_engines_report(
         exported.classes,
         train_counts=engine_run["train_counts"],
     )
-    assert written["evaluation"]["report"] == json.loads(json.dumps(recomputed))
+    report = dict(written["evaluation"]["report"])
+    intervals = report.pop("intervals")
+    assert report == json.loads(json.dumps(recomputed))
+    # The intervals are those of the same predictions (seeded: the run's seed).
+    again = report_intervals(
+        engine_run["test_labels"], probs.argmax(axis=1), exported.classes, seed=1
+    )
+    assert intervals == json.loads(json.dumps(again))
 
 
 def test_card_training_section_is_the_engines_history(
@@ -148,8 +162,11 @@ def test_markdown_shows_the_same_numbers(engine_run: dict[str, Any], card: dict[
     markdown = card["markdown"].read_text()
     for metric in ("balanced_accuracy", "macro_f1", "mcc", "cohen_kappa", "accuracy"):
         assert f"| {metric} | {report[metric]:.4f} |" in markdown
-    for row in report["per_class"]:
-        scores = " | ".join(f"{row[k]:.4f}" for k in ("precision", "recall", "f1"))
+    for row, bounds in zip(report["per_class"], report["intervals"]["per_class"], strict=True):
+        scores = " | ".join(
+            f"{row[k]:.4f}" + (f" [{bounds[k][0]:.4f}, {bounds[k][1]:.4f}]" if bounds[k] else "")
+            for k in ("precision", "recall", "f1")
+        )
         line = f"| {row['class']} | {row['train_count']} | {row['support']} | {scores} |"
         assert line in markdown
     groups = report["shot_groups"]
@@ -218,3 +235,71 @@ def test_without_a_test_split_the_card_says_so(engine_run: dict[str, Any], tmp_p
     assert written["evaluation"] is None
     assert written["efficiency"]["teacher"] is None
     assert "no held-out evaluation" in paths["markdown"].read_text()
+
+
+def test_the_run_card_shows_calibration_operating_points_int8_and_warnings(
+    engine_run: dict[str, Any],
+) -> None:
+    folder = engine_run["onnx"].parent
+    card = json.loads((folder / "model_card.json").read_text())
+    trust = card["trust"]
+    config = engine_run["exported"].config
+    assert config["temperature"] == trust["calibration"]["temperature"]
+    assert config["operating_points"] == trust["operating_points"]["thresholds"]
+    assert set(config["operating_points"]) == {"sens90", "sens95"}
+    # The fixture's test split holds a handful of images per class: every class is flagged.
+    flagged = {(w["split"], w["class"]) for w in trust["small_classes"]}
+    assert {("test", name) for name in engine_run["exported"].classes} <= flagged
+    int8 = trust["int8"]
+    assert int8["published"] == (folder / "student.int8.onnx").exists()
+    assert int8["published"] or int8["reasons"]
+    markdown = (folder / "model_card.md").read_text()
+    for heading in ("## Calibration", "## Operating points", "## INT8 student", "### Warnings"):
+        assert heading in markdown
+    assert f"T = {trust['calibration']['temperature']:.4f}" in markdown
+    with Image.open(folder / FILE_NAMES["reliability"]) as image:
+        assert image.format == "PNG"
+
+
+def test_the_bundle_verifies_and_a_tampered_model_fails(
+    engine_run: dict[str, Any], tmp_path: Path
+) -> None:
+    folder = tmp_path / "bundle"
+    shutil.copytree(engine_run["onnx"].parent, folder)
+    bundle = json.loads((folder / "bundle.json").read_text())
+    assert bundle["outputs"]["classes"] == engine_run["exported"].classes
+    assert bundle["outputs"]["calibrated"] is True
+    assert bundle["provenance"]["method"] == "ekd"
+    assert len(bundle["provenance"]["dataset_content_hash"]) == 64
+    assert verify_bundle(folder).passed
+    passed = CliRunner().invoke(cli, ["verify-bundle", str(folder)])
+    assert passed.exit_code == 0, passed.output
+    assert "the bundle verifies" in passed.output
+
+    model = folder / "student.onnx"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    result = verify_bundle(folder)
+    assert not result.passed
+    failed = {check.name for check in result.checks if not check.passed}
+    assert "student.onnx" in failed
+    assert "fp32 golden outputs" in failed
+    refused = CliRunner().invoke(cli, ["verify-bundle", str(folder)])
+    assert refused.exit_code == 1
+    assert "FAIL student.onnx: sha256" in refused.output
+    assert foprokd_cli(["verify-bundle", str(folder)]) == 1
+
+
+def test_an_int8_model_published_by_always_says_which_limits_it_broke(
+    engine_run: dict[str, Any],
+) -> None:
+    card = json.loads((engine_run["onnx"].parent / "model_card.json").read_text())
+    card["trust"]["int8"].update(
+        mode="always", published=True, reasons=["balanced accuracy drops by 3.00 points"]
+    )
+    markdown = render_markdown(card)
+    assert (
+        "Mode `always`: published as `student.int8.onnx`, although balanced accuracy drops by "
+        "3.00 points." in markdown
+    )

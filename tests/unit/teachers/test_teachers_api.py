@@ -48,7 +48,7 @@ def stored_keys(team_id: str) -> list[str]:
 
 
 def test_zoo_lists_the_engine_teachers_and_where_weights_are(client: TestClient) -> None:
-    _, headers = make_team_key("radiology")
+    _, headers = make_team_key("radiology", Role.admin)
     zoo = client.get("/v1/teachers", headers=headers).json()["zoo"]
     assert [t["name"] for t in zoo] == list(TEACHERS)
     resnet50 = next(t for t in zoo if t["name"] == "resnet50")
@@ -78,11 +78,25 @@ def test_zoo_lists_the_engine_teachers_and_where_weights_are(client: TestClient)
     assert resnet50["weights_path"] == str(weights_dir / "resnet50.pth")
 
 
+def test_only_admins_see_the_servers_file_system_paths(client: TestClient) -> None:
+    weights_dir = get_settings().weights_dir
+    assert weights_dir is not None
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    (weights_dir / "resnet50.pth").write_bytes(b"placed by IT")
+    for role in (Role.member, Role.viewer):
+        _, headers = make_team_key(f"ward-{role.value}", role)
+        response = client.get("/v1/teachers", headers=headers)
+        assert str(weights_dir) not in response.text
+        resnet50 = next(t for t in response.json()["zoo"] if t["name"] == "resnet50")
+        assert resnet50["weights_path"] == "resnet50.pth"
+        assert resnet50["expected_paths"] == ["resnet50.safetensors", "resnet50.pth"]
+
+
 def test_zoo_weights_in_the_offline_hub_cache_count_as_installed(
     client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    _, headers = make_team_key("pathology")
+    _, headers = make_team_key("pathology", Role.admin)
     cached = fill_hub_cache(tmp_path / "hub", "timm/efficientnet_b0.ra_in1k")
     zoo = {t["name"]: t for t in client.get("/v1/teachers", headers=headers).json()["zoo"]}
     assert zoo["efficientnet_b0"]["weights_available"] is True

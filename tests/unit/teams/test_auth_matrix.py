@@ -281,3 +281,31 @@ def test_a_viewer_key_on_a_write_gets_403(client: TestClient, world: dict[str, A
         else:
             assert response.status_code == 403, (str(op), response.text)
             assert response.json()["error"]["code"] == "forbidden"
+
+
+def test_team_bs_audit_trail_never_holds_an_id_of_team_a(
+    client: TestClient, world: dict[str, Any]
+) -> None:
+    a: Tenant = world["a"]
+    b: Tenant = world["b"]
+    # Team A acts on its objects: a key created and revoked, an artifact downloaded, its
+    # dataset's manifest read, its job deleted; team B only reads its own.
+    made = client.post("/v1/keys", headers=auth(a.keys.admin), json={}).json()
+    client.delete(f"/v1/keys/{made['id']}", headers=auth(a.keys.admin))
+    client.get(f"/v1/jobs/{a.ids['job_id']}/artifacts/{a.ids['name']}", headers=auth(a.keys.viewer))
+    client.get(f"/v1/datasets/{a.ids['dataset_id']}/manifest", headers=auth(a.keys.viewer))
+    client.delete(f"/v1/jobs/{a.ids['job_id']}", headers=auth(a.keys.member))
+    client.get(f"/v1/jobs/{b.ids['job_id']}/artifacts/{b.ids['name']}", headers=auth(b.keys.admin))
+    a_ids = a.all_ids | {made["id"]}
+
+    a_trail = client.get("/v1/audit?limit=200", headers=auth(a.keys.admin))
+    assert a_trail.json()["total"] == 5
+    assert {made["id"], a.ids["job_id"], a.ids["dataset_id"]} <= {
+        i for i in a_ids if i in a_trail.text
+    }
+    b_trail = client.get("/v1/audit?limit=200", headers=auth(b.keys.admin))
+    assert b_trail.json()["total"] == 1
+    assert not {i for i in a_ids if i in b_trail.text}
+    for filters in (f"object_id={a.ids['job_id']}", f"actor={made['prefix']}"):
+        searched = client.get(f"/v1/audit?{filters}", headers=auth(b.keys.admin))
+        assert searched.json()["total"] == 0, filters

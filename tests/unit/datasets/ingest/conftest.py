@@ -18,6 +18,7 @@ from app.datasets.ingest.validation import IngestResult, validate_archive
 from app.datasets.schemas import IngestOptions
 from foprokd.synthetic import ArchiveKind, Member, archive_bytes
 
+GROUP_SALT = "unit-test-salt"
 LIMITS = IngestLimits(
     max_file_bytes=4 * 1024 * 1024,
     max_total_bytes=16 * 1024 * 1024,
@@ -84,6 +85,7 @@ def validate_bytes(
             limits=limits,
             sink=sink,
             archive_name=archive_name,
+            group_salt=GROUP_SALT,
             archive_bytes=len(data),
         )
     return Validated(result, sink)

@@ -85,7 +85,7 @@ def test_split_folders_are_used_with_their_aliases() -> None:
     members = [Member(path, png(seed=seed)) for seed, path in enumerate(paths)]
     checked = validate(members)
     assert checked.result.ok, checked.errors
-    assert checked.result.stats["split"] == {"source": "given"}
+    assert checked.result.stats["split"] == {"source": "given", "unit": "image"}
     assert checked.result.stats["class_counts"] == {
         split: {"a": 2, "b": 2} for split in ("train", "val", "test")
     }
@@ -108,6 +108,7 @@ def test_generated_split_is_stratified_reproducible_and_recorded() -> None:
         "source": "generated",
         "seed": 123,
         "fractions": {"train": 0.7, "val": 0.1, "test": 0.2},
+        "unit": "image",
     }
 
 
