@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import socket
 import statistics
 import subprocess
@@ -32,9 +31,9 @@ from typing import Any
 
 import httpx
 
-PG_ADMIN_URL = os.environ.get(
-    "FOPRO_BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+# The test suite's throwaway database (FOPRO_TEST_PG_ADMIN names the server).
+from tests.support.databases import temporary_postgres_database
+
 REDIS_URL = os.environ.get("FOPRO_BENCH_REDIS", "redis://127.0.0.1:6379/15")
 SEEDED_JOBS = 200
 
@@ -66,21 +65,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@contextmanager
-def postgres_database() -> Iterator[str]:
-    import psycopg
-
-    name = f"fopro_bench_{secrets.token_hex(4)}"
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    try:
-        yield f"{base}/{name}"
-    finally:
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def seed(env: dict[str, str]) -> tuple[str, str, str]:
@@ -185,7 +169,7 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[s
         "FOPRO_RATE_LIMIT": "100000000/minute",  # measure the API, not the rate limiter
         "FOPRO_MAX_ACTIVE_JOBS": "100000000",
     }
-    with postgres_database() if backend == "postgres" else nullcontext("") as db_url:
+    with temporary_postgres_database() if backend == "postgres" else nullcontext("") as db_url:
         if backend == "postgres":
             import redis
 
