@@ -119,7 +119,17 @@ class TrustView:
 
     calibration: dict[str, Any]
     int8: dict[str, Any] | None
-    warnings: list[dict[str, Any]]
+    # One line per split: (split, ["bcc (4)", ...]) for the classes it holds too few images of.
+    small_splits: list[tuple[str, list[str]]]
+
+
+def small_splits(warnings: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
+    """The per-(split, class) warnings grouped by split, in the order the splits first appear:
+    a long tail can flag a dozen classes per split, which one line per pair buries."""
+    grouped: dict[str, list[str]] = {}
+    for warning in warnings:
+        grouped.setdefault(warning["split"], []).append(f"{warning['class']} ({warning['images']})")
+    return list(grouped.items())
 
 
 def trust_view(trust: dict[str, Any] | None) -> TrustView | None:
@@ -128,7 +138,7 @@ def trust_view(trust: dict[str, Any] | None) -> TrustView | None:
     return TrustView(
         calibration=dict(trust["calibration"]),
         int8=trust.get("int8"),
-        warnings=list(trust.get("small_classes", [])),
+        small_splits=small_splits(list(trust.get("small_classes", []))),
     )
 
 

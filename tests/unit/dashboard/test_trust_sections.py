@@ -7,6 +7,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from app.core.db import get_sessionmaker
+from app.dashboard.views import small_splits
 from app.jobs.models import Job, JobStatus
 from foprokd.metrics import classification_report
 from foprokd.trust import assess, summary
@@ -63,11 +64,23 @@ def test_the_job_page_shows_calibration_int8_and_warnings(client: TestClient, te
     assert 'id="int8"' in html
     assert "withheld" in html
     assert "few-shot class bcc loses 25.00 points" in html
-    assert "44.70 MB" in html
-    # bcc has 4 test images: the per-class row and the calibration card both warn.
+    # Sizes in the artifact table's units (44.7e6 bytes = 42.6 MiB).
+    assert "42.6 MiB" in html
+    assert "10.8 MiB" in html
+    # bcc has 4 test images: the per-class row and the calibration card both warn, the card
+    # once per split.
     assert "test: 4 image(s)" in html
-    assert "test holds 4 image(s) of bcc" in html
+    assert "<li><strong>test</strong>: bcc (4)</li>" in html
     # No reliability_diagram.png among this job's artifacts: no broken image.
     assert "reliability_diagram.png" not in html
     low, high = metrics["report"]["intervals"]["headline"]["balanced_accuracy"]
     assert f"[{low:.3f}–{high:.3f}]" in html
+
+
+def test_small_class_warnings_are_grouped_one_line_per_split() -> None:
+    warnings = [
+        {"split": "val", "class": "bcc", "images": 2},
+        {"split": "test", "class": "bcc", "images": 4},
+        {"split": "val", "class": "vasc", "images": 0},
+    ]
+    assert small_splits(warnings) == [("val", ["bcc (2)", "vasc (0)"]), ("test", ["bcc (4)"])]
