@@ -116,6 +116,8 @@ class BenchSettings:
     # The students' CPU precision: fp32 (the engine's default) or, with ``--cpu-bf16``, bf16
     # autocast + channels_last, to check the two agree on accuracy.
     cpu_bf16: bool = False
+    # δ of the FPG's teacher-statistics term (TrainConfig.fpg_statistics_weight; 0 = the paper).
+    fpg_statistics_weight: float = 0.0
 
 
 QUICK = BenchSettings(
@@ -467,6 +469,7 @@ def run_method(
         device=device,
         distill_weight=settings.distill_weight,
         cpu_bf16=settings.cpu_bf16,
+        fpg_statistics_weight=settings.fpg_statistics_weight,
     )
     start = time.perf_counter()
     outcome = run_distillation(
@@ -543,6 +546,11 @@ def protocol_parser(doc: str | None, out: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--cpu-bf16", action="store_true", help="students in bf16 autocast + channels_last on CPU"
     )
+    parser.add_argument(
+        "--fpg-statistics-weight",
+        type=float,
+        help="δ of the FPG's teacher BatchNorm-statistics term (0 = the paper's objective)",
+    )
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument(
         "--cache-dir",
@@ -572,6 +580,7 @@ def protocol_settings(args: argparse.Namespace) -> BenchSettings:
         "distill_weight": args.distill_weight,
         "teacher_recipe": args.teacher_recipe,
         "cpu_bf16": True if args.cpu_bf16 else None,
+        "fpg_statistics_weight": args.fpg_statistics_weight,
     }
     return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 

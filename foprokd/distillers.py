@@ -188,6 +188,8 @@ def _effective_distiller(
             gamma=config.fpg_gamma,
             adversary_weight=config.akd_weight,
             steps=config.fpg_steps,
+            statistics_weight=config.fpg_statistics_weight,
+            teacher=teacher,
         )
     return EffectiveDistiller(
         student,

@@ -8,13 +8,15 @@ own normalisation.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from foprokd.losses import prompt_losses
+from foprokd.losses import gaussian_statistics_kl, prompt_losses
 from foprokd.zoo import FrozenTeacher
 
 
@@ -129,12 +131,62 @@ class FourierPromptGenerator(nn.Module):
             return PromptedImages(apply_spectral_mask(x01, mask, clamp=self.clamp), mask)
 
 
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+class TeacherStatistics:
+    """The teacher's own record of its training domain: every BatchNorm layer's running moments.
+
+    ``collect`` hooks those layers for one forward pass and gathers, per layer, the KL divergence
+    between the batch's per-channel moments at the layer's input and the running ones (as
+    DeepInversion matches them to synthesise data). As a prompt term it pulls what the teacher
+    sees through the prompt toward what it saw in training, i.e. toward undoing a scanner's shift.
+    """
+
+    def __init__(self, teacher: nn.Module) -> None:
+        self.layers = [
+            module
+            for module in teacher.modules()
+            if isinstance(module, _BATCH_NORMS)
+            and module.running_mean is not None
+            and module.running_var is not None
+        ]
+        if not self.layers:
+            raise ValueError(
+                "the teacher has no BatchNorm running statistics (e.g. a ViT with LayerNorm): "
+                "fpg_statistics_weight must be 0 for it"
+            )
+
+    @contextmanager
+    def collect(self) -> Iterator[list[torch.Tensor]]:
+        """Within the block, each hooked layer's forward appends its KL term (a scalar)."""
+        terms: list[torch.Tensor] = []
+
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: Any) -> None:
+            running_mean, running_var = module.running_mean, module.running_var
+            assert isinstance(running_mean, torch.Tensor)
+            assert isinstance(running_var, torch.Tensor)
+            x = inputs[0].float()
+            var, mean = torch.var_mean(x, dim=[0, *range(2, x.dim())], unbiased=False)
+            terms.append(gaussian_statistics_kl(mean, var, running_mean, running_var))
+
+        handles = [layer.register_forward_hook(hook) for layer in self.layers]
+        try:
+            yield terms
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
 class FourierPromptLearner(nn.Module):
     """The FPG step: the generator, a linear probe W_t on teacher features and their own Adam.
 
     Each ``step`` minimises ``β·BSM(W_t f(x̃), y) + γ·mean((M−1)²)`` and, when given the
-    student's projection (AKD), also ``− w·mean(2 − 2·cos(p, f(x̃)))``. Gradients flow through
-    the frozen teacher into ψ; the teacher's weights are never in the optimiser.
+    student's projection (AKD), also ``− w·mean(2 − 2·cos(p, f(x̃)))``. With a
+    ``statistics_weight`` δ > 0 (this engine's addition, off by default) it also minimises
+    ``δ·mean_l KL(moments of x̃ at BN layer l ‖ its running moments)`` (``TeacherStatistics``).
+    Gradients flow through the frozen teacher into ψ; the teacher's weights are never in the
+    optimiser.
     """
 
     log_prior: torch.Tensor
@@ -150,8 +202,18 @@ class FourierPromptLearner(nn.Module):
         gamma: float = 0.1,
         adversary_weight: float = 1.0,
         steps: int = 1,
+        statistics_weight: float = 0.0,
+        teacher: nn.Module | None = None,
     ) -> None:
         super().__init__()
+        if statistics_weight > 0 and teacher is None:
+            raise ValueError(
+                "the statistics term needs the teacher whose BatchNorm layers it reads"
+            )
+        self.statistics_weight = statistics_weight
+        self.statistics = (
+            TeacherStatistics(teacher) if statistics_weight > 0 and teacher is not None else None
+        )
         self.generator = generator
         self.probe = nn.Linear(teacher_dim, log_prior.numel())
         self.register_buffer("log_prior", log_prior.detach().clone())
@@ -175,7 +237,11 @@ class FourierPromptLearner(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         for _ in range(self.steps):
             prompted = self.generator(x01)
-            features = teacher(prompted.images)
+            if self.statistics is not None:
+                with self.statistics.collect() as layer_terms:
+                    features = teacher(prompted.images)
+            else:
+                features = teacher(prompted.images)
             terms = prompt_losses(
                 self.probe(features),
                 targets,
@@ -187,6 +253,8 @@ class FourierPromptLearner(nn.Module):
                 prompted_features=features if student_proj is not None else None,
                 adversary_weight=self.adversary_weight,
             )
+            if self.statistics is not None:
+                terms["statistics"] = self.statistics_weight * torch.stack(layer_terms).mean()
             self.optimizer.zero_grad(set_to_none=True)
             torch.stack(list(terms.values())).sum().backward()
             self.optimizer.step()

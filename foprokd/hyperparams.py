@@ -103,6 +103,14 @@ class TrainConfig(HyperParams):
         default=None, description="(r_low, r_high) radial band the mask acts on; None = all."
     )
     fpg_clamp: bool = True
+    fpg_statistics_weight: float = Field(
+        default=0.0,
+        ge=0,
+        le=1e3,
+        description="δ of the FPG's teacher-statistics term (this engine's addition, 0 = the "
+        "paper): KL of prompted images' moments at each teacher BatchNorm layer to its running "
+        "moments, pulling the prompt toward the teacher's training domain.",
+    )
     akd_weight: float = Field(
         default=1.0, ge=0, description="Weight of the adversarial cosine term in the FPG step."
     )

@@ -45,6 +45,25 @@ def cosine_distance_loss(
     return (2.0 - 2.0 * cos).mean()
 
 
+def gaussian_statistics_kl(
+    mean: torch.Tensor, var: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor
+) -> torch.Tensor:
+    """Mean over channels of KL(N(mean, var) ‖ N(running_mean, running_var)), in float32.
+
+    Scale-free, so layers with large and small activations weigh alike; 0 exactly when a batch's
+    per-channel moments equal a BatchNorm layer's running statistics. All arguments: (C,).
+    """
+    eps = 1e-5
+    var = var.float() + eps
+    ref_var = running_var.float() + eps
+    kl = 0.5 * (
+        torch.log(ref_var / var)
+        + (var + (mean.float() - running_mean.float()).square()) / ref_var
+        - 1.0
+    )
+    return kl.mean()
+
+
 def ekd_losses(
     logits: torch.Tensor,
     proj: torch.Tensor,
