@@ -3,51 +3,68 @@
 For each student (default resnet18 and mobilenetv3_large_100, 224 px, 10 classes) the FP32 ONNX
 export (``foprokd.export``) and its INT8 QDQ model (``foprokd.quantize``, the very function a
 job runs, calibrated on 64 random images) are timed in onnxruntime with ``--threads`` intra-op
-threads: p50 latency per batch and images/s at batch 1 and 32, and file size. Speed does not
-depend on weight values, so the students use random weights; accuracy is measured by the jobs
-themselves (``model_card.json`` → ``int8``), e.g. ``python -m bench.fashion_lt``.
+threads, the two models taking turns pass by pass (``foprokd.quantize.latency_ms``, as the
+job's gate times them): p50 latency per batch and images/s at batch 1 and 32, and file size.
+Speed does not depend on weight values, so the students use random weights; accuracy is
+measured by the jobs themselves (``model_card.json`` → ``int8``), e.g. ``python -m
+bench.fashion_lt``.
 The last line is the headline ratio: INT8 over FP32 images/s at batch 1.
+``--profile`` adds, per student and format, onnxruntime's profiler breakdown of a batch-1 pass
+by operator type (where INT8 time goes: the convolutions, or the Quantize/Dequantize pairs and
+elementwise ops around them).
 ``--fashion-epochs N`` instead trains the Fashion-MNIST-LT benchmark student (``bench.fashion_lt``,
 method bsm) and prints its FP32 vs INT8 balanced accuracy, few-shot accuracy and latency.
 
     python -m bench.int8 --threads 1
     python -m bench.int8 --quick                    # smoke run (fewer repeats)
+    python -m bench.int8 --profile                  # + per-operator batch-1 time
     python -m bench.int8 --fashion-epochs 30        # accuracy of INT8 on the benchmark student
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import collections
+import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from foprokd.export import export_student
-from foprokd.quantize import quantize_student, session, to_unit_float
+from foprokd.quantize import LatencySpec, latency_ms, quantize_student, to_unit_float
 from foprokd.student import build_classifier
 
 STUDENTS = ("resnet18", "mobilenetv3_large_100")
 BATCHES = (1, 32)
 
 
-def measure(path: Path, image_size: int, batch: int, threads: int, repeats: int) -> float:
-    """Median seconds of one ``batch``-image forward pass, after 3 warm-up passes."""
-    runner = session(path, threads)
-    name = runner.get_inputs()[0].name
-    x = to_unit_float(
-        np.random.default_rng(0).integers(0, 256, (batch, 3, image_size, image_size), np.uint8)
-    )
-    for _ in range(3):
-        runner.run(None, {name: x})
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        runner.run(None, {name: x})
-        times.append(time.perf_counter() - start)
-    return float(statistics.median(times))
+def operator_ms(path: Path, image_size: int, threads: int, repeats: int) -> dict[str, float]:
+    """Milliseconds per batch-1 pass spent in each operator type of the optimised graph (the
+    kernels onnxruntime actually runs, e.g. QLinearConv), from its profiler, largest first."""
+    import onnxruntime
+
+    with tempfile.TemporaryDirectory(prefix="bench-int8-profile-") as scratch:
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(scratch) / "profile")
+        runner = onnxruntime.InferenceSession(
+            str(path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        name = runner.get_inputs()[0].name
+        x = to_unit_float(
+            np.random.default_rng(0).integers(0, 256, (1, 3, image_size, image_size), np.uint8)
+        )
+        for _ in range(repeats):
+            runner.run(None, {name: x})
+        events = json.loads(Path(runner.end_profiling()).read_text())
+    totals: collections.Counter[str] = collections.Counter()
+    for event in events:
+        if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+            totals[event["args"]["op_name"]] += event["dur"]  # microseconds, over all passes
+    return {op: us / 1000.0 / repeats for op, us in totals.most_common()}
 
 
 def fashion_accuracy(epochs: int, seed: int, threads: int, repeats: int) -> None:
@@ -147,6 +164,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--quick", action="store_true", help="3 repeats: a smoke run")
     parser.add_argument(
+        "--profile", action="store_true", help="also print batch-1 time per operator type"
+    )
+    parser.add_argument(
         "--fashion-epochs",
         type=int,
         help="instead: train the Fashion-MNIST-LT student this many epochs and compare its "
@@ -179,16 +199,27 @@ def main(argv: list[str] | None = None) -> None:
             fp32 = folder / "student.onnx"
             int8 = folder / "student.int8.onnx"
             quantize_student(fp32, int8, calibration)
-            per_second: dict[str, dict[int, float]] = {}
-            for kind, path in (("fp32", fp32), ("int8", int8)):
-                cells = []
-                per_second[kind] = {}
-                for batch in BATCHES:
-                    seconds = measure(path, args.image_size, batch, args.threads, repeats)
-                    per_second[kind][batch] = batch / seconds
-                    cells.append(f"{1000 * seconds:12.2f} {batch / seconds:10.1f}")
+            paths = {"fp32": fp32, "int8": int8}
+            # The models take turns pass by pass (the gate's own timing), after 3 warm-up passes.
+            spec = LatencySpec(threads=args.threads, warmup=3, repeats=repeats)
+            p50 = {
+                batch: {
+                    kind: times["p50"]
+                    for kind, times in latency_ms(paths, args.image_size, spec, batch).items()
+                }
+                for batch in BATCHES
+            }
+            per_second = {kind: {b: 1000 * b / p50[b][kind] for b in BATCHES} for kind in paths}
+            for kind, path in paths.items():
+                cells = [f"{p50[b][kind]:12.2f} {per_second[kind][b]:10.1f}" for b in BATCHES]
                 size = path.stat().st_size / 1e6
                 print(f"{arch:24} {kind:6} {size:7.2f} " + " ".join(cells))
+                if args.profile:
+                    ops = operator_ms(path, args.image_size, args.threads, repeats)
+                    print(
+                        f"  profile (ms per batch-1 pass, total {sum(ops.values()):.2f}): "
+                        + ", ".join(f"{op} {ms:.2f}" for op, ms in ops.items())
+                    )
             for batch in BATCHES:
                 ratios[f"{arch} b{batch}"] = per_second["int8"][batch] / per_second["fp32"][batch]
     print(
