@@ -54,6 +54,8 @@ TINY_PARAMS: dict[str, Any] = {
     "int8": "never",
 }
 TERMINAL = ("succeeded", "failed", "cancelled")
+# The phases of a run in order; each after "preparing" opens with an info event naming it.
+PHASES = ("preparing", "training", "evaluating", "exporting")
 POLL_S = 2.0
 
 
@@ -79,6 +81,14 @@ class Attempt:
     ended: datetime | None = None
     outcome: str | None = None
     epochs: list[int] = field(default_factory=list)
+    phase_began: dict[str, datetime] = field(default_factory=dict)
+
+    def phase_seconds(self) -> dict[str, float]:
+        """Seconds in each phase of a finished attempt (a phase not reached is left out)."""
+        began = {"preparing": self.started, **self.phase_began}
+        marks = [(p, began[p]) for p in PHASES if p in began]
+        ends = [t for _, t in marks[1:]] + [self.ended or marks[-1][1]]
+        return {p: (end - t).total_seconds() for (p, t), end in zip(marks, ends, strict=True)}
 
 
 @dataclass
@@ -116,6 +126,8 @@ def audit_job(events: Sequence[Event]) -> JobAudit:
                 problems.append(f"event {event.id}: epoch {event.data.get('epoch')} twice")
             else:
                 current.epochs.append(int(event.data["epoch"]))
+        elif event.kind == "info" and current is not None and "phase" in event.data:
+            current.phase_began.setdefault(str(event.data["phase"]), event.created_at)
     successes = sum(a.outcome == "succeeded" for a in attempts)
     if successes != 1:
         problems.append(f"{successes} successful attempts")
@@ -380,6 +392,7 @@ def phase_report(
         )
     problems: dict[str, list[str]] = {}
     latencies, runs, re_runs = [], [], 0
+    phase_times: dict[str, list[float]] = {p: [] for p in PHASES}
     killed_pid = killed["pid"] if killed else None
     for job_id in job_ids:
         if job_id not in jobs:
@@ -405,6 +418,8 @@ def phase_report(
             last = audit.attempts[-1]
             if last.ended is not None:
                 runs.append((last.ended - last.started).total_seconds())
+                for phase, seconds_in in last.phase_seconds().items():
+                    phase_times[phase].append(seconds_in)
     succeeded = sum(1 for j in job_ids if j in jobs and j not in problems)
     return {
         "jobs": len(job_ids),
@@ -416,6 +431,7 @@ def phase_report(
         "jobs_per_min": round(60 * len(job_ids) / seconds, 1),
         "queue_to_start_s": {k: round(v, 2) for k, v in quantiles(latencies).items()},
         "run_s": {k: round(v, 2) for k, v in quantiles(runs).items()},
+        "phase_p50_s": {p: round(statistics.median(t), 2) for p, t in phase_times.items() if t},
         "killed": killed,
     }
 
@@ -462,6 +478,9 @@ def table(phases: dict[str, dict[str, Any]]) -> str:
             f"{q['p50']:>11.1f} / {q['p90']:>6.1f} / {q['p99']:>6.1f} / {q['max']:>6.1f}"
             f"{r['run_s']['p50']:>12.1f}"
         )
+    for name, r in phases.items():
+        split = ", ".join(f"{p} {t:.1f} s" for p, t in r["phase_p50_s"].items())
+        lines.append(f"{name}: a successful run's phases, p50: {split}")
     return "\n".join(lines)
 
 

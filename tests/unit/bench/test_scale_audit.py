@@ -66,3 +66,17 @@ def test_an_epoch_written_after_its_attempt_ended_is_reported() -> None:
     audit = audit_job(log(state(None, "queued"), state("queued", "running"),
                           state("running", "succeeded"), EPOCH_1))  # fmt: skip
     assert any("epoch event outside any attempt" in p for p in audit.problems)
+
+
+def test_a_runs_phases_are_timed_from_its_claim_and_phase_events_to_its_end() -> None:
+    audit = audit_job(
+        log(
+            state(None, "queued"),
+            state("queued", "running"),  # t=1
+            ("info", {"phase": "training"}),  # t=2
+            EPOCH_1,
+            ("info", {"phase": "exporting"}),  # t=4 (evaluating not seen)
+            state("running", "succeeded"),  # t=5
+        )
+    )
+    assert audit.attempts[0].phase_seconds() == {"preparing": 1, "training": 2, "exporting": 1}
