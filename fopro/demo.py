@@ -2,9 +2,9 @@
 
 In a fresh data dir it starts the service (API + workers, as ``fopro up``), writes a long-tailed
 sample archive, creates a team and key, and then does over HTTP what a team would: upload the
-archive, wait until it is ready, register a teacher, run a short ``fopro_akd`` job with the
-student trained from scratch, download the student and print its model card summary and the
-dashboard's address.
+archive, wait until it is ready, register a teacher, run a short job of the default method
+(``foprokd.hyperparams.DEFAULT_METHOD``) with the student trained from scratch, download the
+student and print its model card summary and the dashboard's address.
 
 The teacher is never random weights presented as real: installed zoo weights when there are any,
 otherwise a small timm model pre-trained here for about a minute on the sample's train images
@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from foprokd.hyperparams import DEFAULT_METHOD
 
 MARKER = ".fopro-demo"
 DEMO_PORT = 8001
@@ -360,7 +362,7 @@ class DemoRun:
             "dataset_id": dataset_id,
             "teacher": teacher.name,
             "student": student,
-            "method": "fopro_akd",
+            "method": DEFAULT_METHOD,
             "params": {
                 "epochs": epochs,
                 "image_size": image_size,
@@ -371,7 +373,7 @@ class DemoRun:
         job = _json(self.client.post("/v1/jobs", json=body), "submit the job")
         self.job_id = job["id"]
         typer.echo(
-            f"job {job['id']}: fopro_akd, teacher {teacher.name} -> student {student} "
+            f"job {job['id']}: {DEFAULT_METHOD}, teacher {teacher.name} -> student {student} "
             f"(from scratch), {epochs} epochs at {image_size} px"
         )
         deadline = time.monotonic() + JOB_TIMEOUT_S

@@ -46,7 +46,7 @@ def test_submit_commits_a_queued_job_with_paper_defaults_and_sends_it(
     assert response.status_code == 201, response.text
     job = response.json()
     assert job["status"] == "queued"
-    assert job["method"] == "fopro_akd"
+    assert job["method"] == "fopro"
     assert job["priority"] == "normal"
     assert job["params"] == {
         "epochs": 30,
