@@ -55,7 +55,7 @@ def test_train_writes_a_complete_run_folder(image_folder: Path, tmp_path: Path) 
     assert record["split_seed"] == 4
     assert record["classes"] == ["blue", "green", "red"]
     assert sum(record["split_counts"].values()) == 40
-    assert record["config"]["method"] == "fopro_akd"
+    assert record["config"]["method"] == "fopro"
 
     with (run / "manifest.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -71,7 +71,7 @@ def test_train_writes_a_complete_run_folder(image_folder: Path, tmp_path: Path) 
 
     exported = load_exported(run / "student")
     assert exported.classes == ["blue", "green", "red"]
-    assert exported.config["method"] == "fopro_akd"
+    assert exported.config["method"] == "fopro"
     assert exported.config["train_counts"] == record["train_counts"]
     card = json.loads((run / "student" / "model_card.json").read_text())
     int8 = (

@@ -345,7 +345,7 @@ def test_inputs_are_checked_before_training(
 def test_config_round_trips_and_rejects_nonsense() -> None:
     config = _config(fpg_band=(0.1, 0.8))
     assert TrainConfig.from_dict(config.to_dict()) == config
-    assert TrainConfig().method == "fopro_akd"
+    assert TrainConfig().method == "fopro"
     assert (TrainConfig().lr, TrainConfig().batch_size, TrainConfig().distill_weight) == (
         3e-4,
         32,

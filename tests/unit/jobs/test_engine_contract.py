@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from app.jobs.schemas import JobCreate, JobParams
 from foprokd.distillers import DISTILLERS
-from foprokd.hyperparams import METHODS, HyperParams, TrainConfig
+from foprokd.hyperparams import DEFAULT_METHOD, METHODS, HyperParams, TrainConfig
 
 
 def test_every_method_has_a_distiller_and_an_api_name() -> None:
@@ -18,7 +18,7 @@ def test_every_method_has_a_distiller_and_an_api_name() -> None:
 
 def test_job_params_are_the_engine_hyper_parameters_plus_service_switches() -> None:
     assert set(JobParams.model_fields) == {*HyperParams.model_fields, "allow_random_weights"}
-    config = JobParams().train_config("fopro_akd")
+    config = JobParams().train_config(DEFAULT_METHOD)
     assert config == TrainConfig()  # the paper's defaults, from one definition
 
 
