@@ -121,6 +121,15 @@ class TrainingCancelled(EngineError):
         return (self.epoch, self.step)
 
 
+class TrainingSuspended(TrainingCancelled):
+    """The caller asked training to pause (its worker is shutting down): a checkpoint of the
+    step boundary it stopped at is on disk, and resuming from it continues with the next step."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        super().__init__(epoch, step)
+        self.args = (f"Training suspended at epoch {epoch}, step {step}.",)
+
+
 class CheckpointInvalid(FileUnusable):
     """A training checkpoint cannot be resumed (unreadable, other format, or another config)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import gc
+import itertools
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,12 @@ from foprokd.checkpoint import (
 )
 from foprokd.data import LabelledImages, index_batches, to_unit_float
 from foprokd.distillers import Distiller, build_distiller, train_step
-from foprokd.errors import CheckpointInvalid, TrainingCancelled, TrainingOutOfMemory
+from foprokd.errors import (
+    CheckpointInvalid,
+    TrainingCancelled,
+    TrainingOutOfMemory,
+    TrainingSuspended,
+)
 from foprokd.evaluation import validation_scores
 from foprokd.hyperparams import TEACHER_METHODS, TrainConfig
 from foprokd.losses import log_class_prior
@@ -83,11 +89,19 @@ class TrainCallbacks:
         """Polled before every step; True stops training with TrainingCancelled."""
         return False
 
+    def should_suspend(self) -> bool:
+        """Polled before every step, after ``should_cancel``; True writes a checkpoint of this
+        step boundary, hands it to ``on_checkpoint`` and stops with TrainingSuspended, so that
+        a shutdown loses no finished step."""
+        return False
+
     def on_epoch_end(self, summary: EpochSummary) -> None:
         """After each epoch's validation, before its checkpoint is written."""
 
-    def on_checkpoint(self, path: Path, epoch: int) -> None:
-        """After the checkpoint of ``epoch`` (counted from 1) is complete on disk at ``path``."""
+    def on_checkpoint(self, path: Path, epoch: int, step: int) -> None:
+        """After a checkpoint is complete on disk at ``path``: ``epoch`` epochs (counted from 1)
+        are done, plus ``step`` steps of the next one (0 at an epoch's end, the usual case;
+        more only for a suspension's checkpoint)."""
 
     def on_warning(self, message: str) -> None:
         """Something a person should know about the run (random weights, no test split,
@@ -192,6 +206,16 @@ def _steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 @dataclass
+class _InEpoch:
+    """The part of an epoch done before a suspension: its checkpoint resumes with the next step."""
+
+    step: int
+    images_seen: int
+    seconds: float
+    loss_sums: dict[str, float]
+
+
+@dataclass
 class _RunState:
     epoch: int = 0  # epochs completed
     global_step: int = 0
@@ -199,6 +223,8 @@ class _RunState:
     best_balanced_accuracy: float = -1.0
     best_student: dict[str, torch.Tensor] | None = None
     history: list[EpochSummary] = field(default_factory=list)
+    # Set when resuming from a suspension's checkpoint: how far into epoch ``epoch + 1`` it got.
+    in_epoch: _InEpoch | None = None
 
 
 def _resume(
@@ -231,6 +257,7 @@ def _resume(
         best_balanced_accuracy=best["balanced_accuracy"],
         best_student=best["student"],
         history=[EpochSummary(**summary) for summary in payload["history"]],
+        in_epoch=_InEpoch(**payload["in_epoch"]) if payload.get("in_epoch") else None,
     )
     return state, payload["rng"]
 
@@ -248,10 +275,12 @@ def train(
 ) -> TrainResult:
     """Train ``student`` with ``config.method``; keep the epoch with the best val balanced accuracy.
 
-    Images are uint8 (N, 3, S, S) with S == ``config.image_size``. After every epoch a full
-    checkpoint is written atomically to ``run_dir/checkpoint.pt``; ``resume_from`` continues
-    from one bit-for-bit on the CPU. ``teacher`` may be None for ``ce`` and ``bsm``.
-    Raises TrainingCancelled, NonFiniteLoss, TrainingOutOfMemory, CheckpointInvalid.
+    Images are uint8 (N, 3, S, S) with S == ``config.image_size``. After every epoch, and at
+    the step where ``callbacks.should_suspend()`` asks for it, a full checkpoint is written
+    atomically to ``run_dir/checkpoint.pt``; ``resume_from`` continues from one bit-for-bit on
+    the CPU. ``teacher`` may be None for ``ce`` and ``bsm``.
+    Raises TrainingCancelled, TrainingSuspended, NonFiniteLoss, TrainingOutOfMemory,
+    CheckpointInvalid.
     """
     callbacks = callbacks or TrainCallbacks()
     _check_inputs(config, train_set, val_set, student, teacher)
@@ -291,6 +320,30 @@ def train(
             teacher.compile()
 
     checkpoint_path = Path(run_dir) / CHECKPOINT_NAME
+
+    def checkpoint(rng: dict[str, Any], in_epoch: _InEpoch | None = None) -> None:
+        save_checkpoint(
+            {
+                "config": config.to_dict(),
+                "classes": list(train_set.classes),
+                "epoch": run.epoch,
+                "global_step": run.global_step,
+                "student": _cpu_state(student),
+                "distiller": distiller.checkpoint_state(),
+                "optimizer": optimizer.state_dict(),
+                "rng": rng,
+                "best": {
+                    "epoch": run.best_epoch,
+                    "balanced_accuracy": run.best_balanced_accuracy,
+                    "student": run.best_student,
+                },
+                "history": [dataclasses.asdict(s) for s in run.history],
+                "in_epoch": dataclasses.asdict(in_epoch) if in_epoch is not None else None,
+            },
+            checkpoint_path,
+        )
+        callbacks.on_checkpoint(checkpoint_path, run.epoch, in_epoch.step if in_epoch else 0)
+
     steps_per_epoch = _steps_per_epoch(len(train_set), config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     run_start, steps_this_run, val_seconds, last_val_seconds = time.perf_counter(), 0, 0.0, 0.0
@@ -300,14 +353,33 @@ def train(
         for epoch in range(run.epoch, config.epochs):
             phase = "training"
             distiller.train()
-            epoch_start, images_seen = time.perf_counter(), 0
-            sums: dict[str, float] = {}
+            done = run.in_epoch or _InEpoch(step=0, images_seen=0, seconds=0.0, loss_sums={})
+            run.in_epoch = None
+            epoch_start = time.perf_counter() - done.seconds
+            images_seen, sums = done.images_seen, dict(done.loss_sums)
+            # The shuffle generator as the epoch starts: a suspension's checkpoint stores it, so
+            # the resumed epoch draws the same order and skips the steps already done.
+            shuffle_at_start = shuffle.get_state()
             batches = index_batches(
                 len(train_set), config.batch_size, shuffle=True, generator=shuffle
             )
-            for step, index in enumerate((b for b in batches if b.numel() >= 2), start=1):
+            remaining = itertools.islice((b for b in batches if b.numel() >= 2), done.step, None)
+            for step, index in enumerate(remaining, start=done.step + 1):
                 if callbacks.should_cancel():
                     raise TrainingCancelled(epoch + 1, step - 1)
+                if callbacks.should_suspend():
+                    if step > 1:  # at step 1 the last epoch's checkpoint is this boundary
+                        rng = {**capture_rng_state(shuffle), "shuffle": shuffle_at_start}
+                        checkpoint(
+                            rng,
+                            _InEpoch(
+                                step=step - 1,
+                                images_seen=images_seen,
+                                seconds=time.perf_counter() - epoch_start,
+                                loss_sums=sums,
+                            ),
+                        )
+                    raise TrainingSuspended(epoch + 1, step - 1)
                 x = train_set.images[index].to(device, non_blocking=True)
                 y = train_set.labels[index].to(device, non_blocking=True)
                 x01 = augment(x) if augment is not None else to_unit_float(x)
@@ -373,26 +445,7 @@ def train(
             run.history.append(summary)
             run.epoch = epoch + 1
             callbacks.on_epoch_end(summary)
-            save_checkpoint(
-                {
-                    "config": config.to_dict(),
-                    "classes": list(train_set.classes),
-                    "epoch": run.epoch,
-                    "global_step": run.global_step,
-                    "student": _cpu_state(student),
-                    "distiller": distiller.checkpoint_state(),
-                    "optimizer": optimizer.state_dict(),
-                    "rng": capture_rng_state(shuffle),
-                    "best": {
-                        "epoch": run.best_epoch,
-                        "balanced_accuracy": run.best_balanced_accuracy,
-                        "student": run.best_student,
-                    },
-                    "history": [dataclasses.asdict(s) for s in run.history],
-                },
-                checkpoint_path,
-            )
-            callbacks.on_checkpoint(checkpoint_path, run.epoch)
+            checkpoint(capture_rng_state(shuffle))
     except torch.OutOfMemoryError:
         out_of_memory = True
     if out_of_memory:

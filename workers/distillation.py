@@ -30,7 +30,13 @@ from app.core.storage import COPY_CHUNK_BYTES, ObjectStore, StoreUnavailable, op
 from app.core.tenancy import team_object_key
 from app.datasets.models import Dataset, DatasetStatus
 from app.jobs.dispatch import release_and_resend, requeue_and_resend
-from app.jobs.lease import end_attempt, move_checkpoint, record_event, write_progress
+from app.jobs.lease import (
+    end_attempt,
+    move_checkpoint,
+    record_event,
+    resume_point,
+    write_progress,
+)
 from app.jobs.models import Job, JobStatus
 from app.jobs.schemas import JobParams
 from app.jobs.state import EventKind
@@ -38,7 +44,7 @@ from app.students.models import Artifact
 from app.students.service import upload_artifact
 from app.teachers.service import resolve_teacher
 from foprokd.catalog import TEACHERS, ModelSpec
-from foprokd.errors import TrainingCancelled
+from foprokd.errors import TrainingCancelled, TrainingSuspended
 from foprokd.hyperparams import TEACHER_METHODS
 from foprokd.pipeline import DistillationRequest, PipelineCallbacks, run_distillation
 from foprokd.quantize import Int8Gate
@@ -160,7 +166,10 @@ class JobCallbacks(PipelineCallbacks):
         self.latest_val: dict[str, Any] = {}
 
     def should_cancel(self) -> bool:
-        return self.watch.stop.is_set() or SHUTDOWN.is_set()
+        return self.watch.stop.is_set()
+
+    def should_suspend(self) -> bool:
+        return SHUTDOWN.is_set()
 
     def on_decode(self, done: int, total: int) -> None:
         self.run.preparing("decoding", done, total)
@@ -211,8 +220,8 @@ class JobCallbacks(PipelineCallbacks):
             dataclasses.asdict(summary),
         )
 
-    def on_checkpoint(self, path: Path, epoch: int) -> None:
-        self.run.store_checkpoint(path, epoch)
+    def on_checkpoint(self, path: Path, epoch: int, step: int) -> None:
+        self.run.store_checkpoint(path, epoch, step)
 
 
 class DistillationRun:
@@ -227,6 +236,7 @@ class DistillationRun:
         self.phase = "preparing"
         self.checkpoint_key: str | None = None
         self.checkpoint_epoch: int | None = None
+        self.checkpoint_step: int | None = None
         self._last_report = 0.0
         self.training_progress: dict[str, Any] = {}
 
@@ -262,21 +272,24 @@ class DistillationRun:
         with session_scope() as session:
             record_event(session, self.job_id, kind, message, data)
 
-    def store_checkpoint(self, path: Path, epoch: int) -> None:
-        """Upload the epoch's checkpoint, THEN point the job at it, then drop the previous one."""
-        key = team_object_key(
-            self.team_id, "jobs", self.job_id, "checkpoints", f"epoch_{epoch:04d}.pt"
-        )
-        self._upload_checkpoint(key, path, epoch)
+    def store_checkpoint(self, path: Path, epoch: int, step: int = 0) -> None:
+        """Upload the checkpoint (``epoch`` epochs and ``step`` steps done), THEN point the job
+        at it, then drop the previous one."""
+        name = f"epoch_{epoch:04d}_step_{step:06d}.pt" if step else f"epoch_{epoch:04d}.pt"
+        key = team_object_key(self.team_id, "jobs", self.job_id, "checkpoints", name)
+        self._upload_checkpoint(key, path, resume_point(epoch, step))
         with session_scope() as session:
-            moved = move_checkpoint(session, self.job_id, self.owner, key=key, epoch=epoch)
-        previous, self.checkpoint_key, self.checkpoint_epoch = self.checkpoint_key, key, epoch
+            moved = move_checkpoint(
+                session, self.job_id, self.owner, key=key, epoch=epoch, step=step
+            )
+        previous, self.checkpoint_key = self.checkpoint_key, key
+        self.checkpoint_epoch, self.checkpoint_step = epoch, step
         # Only this job's own older checkpoints go: a retry may start from its parent's.
         own_prefix = team_object_key(self.team_id, "jobs", self.job_id, "checkpoints", "")
         if moved and previous and previous != key and previous.startswith(own_prefix):
             self.store.delete(previous)
 
-    def _upload_checkpoint(self, key: str, path: Path, epoch: int) -> None:
+    def _upload_checkpoint(self, key: str, path: Path, point: str) -> None:
         """Put the checkpoint at ``key``, retrying with back-off through a store outage of up
         to ``CHECKPOINT_RETRY_S``; a failed try leaves no object (puts are atomic)."""
         delay, deadline = 1.0, time.monotonic() + CHECKPOINT_RETRY_S
@@ -291,7 +304,7 @@ class DistillationRun:
                 if delay == 1.0:  # once per checkpoint: the user sees why the run pauses
                     self.event(
                         EventKind.warning,
-                        f"Epoch {epoch}'s checkpoint could not be stored ({exc}); retrying.",
+                        f"The checkpoint of {point} could not be stored ({exc}); retrying.",
                     )
                 log.warning("job %s: checkpoint upload failed, retry in %.0f s", self.job_id, delay)
                 time.sleep(delay)
@@ -308,13 +321,16 @@ class DistillationRun:
             session.expunge_all()
         self.team_id = job.team_id
         self.checkpoint_key, self.checkpoint_epoch = job.checkpoint_key, job.checkpoint_epoch
+        self.checkpoint_step = job.checkpoint_step
         run_dir.mkdir(parents=True, exist_ok=True)
         with JobWatch(self.job_id, self.owner) as watch:
             try:
                 self._run(job, dataset, run_dir, watch)
+            except TrainingSuspended as exc:
+                self._requeue_for_shutdown(exc)
             except TrainingCancelled as exc:
                 if SHUTDOWN.is_set() and not watch.stop.is_set():
-                    self._requeue_for_shutdown(exc)
+                    self._requeue_for_shutdown(exc)  # stopped outside the training loop
                 else:
                     self._cancelled(exc, watch)
             except Exception as exc:
@@ -436,8 +452,13 @@ class DistillationRun:
         self._download(job.checkpoint_key, path)
         self.event(
             EventKind.info,
-            f"Resumed from epoch {job.checkpoint_epoch}'s checkpoint.",
-            {"resumed_from_epoch": job.checkpoint_epoch, "checkpoint_key": job.checkpoint_key},
+            f"Resumed from the checkpoint of "
+            f"{resume_point(job.checkpoint_epoch, job.checkpoint_step)}.",
+            {
+                "resumed_from_epoch": job.checkpoint_epoch,
+                "resumed_from_step": job.checkpoint_step or 0,
+                "checkpoint_key": job.checkpoint_key,
+            },
         )
         return path
 
@@ -449,10 +470,11 @@ class DistillationRun:
     # --- endings other than success -------------------------------------------------------
 
     def _requeue_for_shutdown(self, exc: TrainingCancelled) -> None:
+        point = resume_point(self.checkpoint_epoch, self.checkpoint_step)
         resume = (
-            f"resumes from epoch {self.checkpoint_epoch}'s checkpoint"
-            if self.checkpoint_epoch
-            else "starts over (no epoch finished yet)"
+            f"resumes from the checkpoint of {point}"
+            if self.checkpoint_key is not None
+            else "starts over (no step was checkpointed)"
         )
         reason = (
             f"its worker is shutting down (SIGTERM) at epoch {exc.epoch}, step {exc.step}; "
@@ -469,8 +491,9 @@ class DistillationRun:
             log.warning("job %s: lease lost; stopped without touching the job", self.job_id)
             return
         kept = (
-            f"; the checkpoint of epoch {self.checkpoint_epoch} is kept"
-            if self.checkpoint_epoch
+            f"; the checkpoint of {resume_point(self.checkpoint_epoch, self.checkpoint_step)} "
+            "is kept"
+            if self.checkpoint_key is not None
             else ""
         )
         self._settle(

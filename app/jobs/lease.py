@@ -133,11 +133,23 @@ def end_attempt(
     )
 
 
-def move_checkpoint(session: Session, job_id: str, owner: str, *, key: str, epoch: int) -> bool:
-    """Point the job at the checkpoint of ``epoch`` already stored under ``key`` (never before)."""
+def resume_point(epoch: int | None, step: int | None) -> str:
+    """Where a checkpoint of ``epoch`` epochs plus ``step`` steps resumes, in words."""
+    if step:
+        return f"epoch {(epoch or 0) + 1}, step {step}"
+    return f"the end of epoch {epoch or 0}"
+
+
+def move_checkpoint(
+    session: Session, job_id: str, owner: str, *, key: str, epoch: int, step: int = 0
+) -> bool:
+    """Point the job at the checkpoint already stored under ``key`` (never before): ``epoch``
+    epochs done, plus ``step`` steps of the next one (a shutdown's checkpoint)."""
     result = session.execute(
         _held(job_id, owner)
-        .values(checkpoint_key=key, checkpoint_epoch=epoch, updated_at=utcnow())
+        .values(
+            checkpoint_key=key, checkpoint_epoch=epoch, checkpoint_step=step, updated_at=utcnow()
+        )
         .execution_options(synchronize_session=False)
     )
     session.commit()

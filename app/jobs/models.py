@@ -52,7 +52,9 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None]
     enqueued_at: Mapped[datetime | None]
     checkpoint_key: Mapped[str | None] = mapped_column(String(512))
-    checkpoint_epoch: Mapped[int | None] = mapped_column(Integer)
+    checkpoint_epoch: Mapped[int | None] = mapped_column(Integer)  # epochs the checkpoint holds
+    # Steps of the next epoch it holds too: >0 only for the checkpoint a shutdown (SIGTERM) saves.
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer)
     failure_code: Mapped[str | None] = mapped_column(String(32))
     failure_reason: Mapped[str | None] = mapped_column(Text)
 

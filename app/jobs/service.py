@@ -21,6 +21,7 @@ from app.core.tenancy import get_owned, scoped, team_object_key
 from app.datasets.models import Dataset, DatasetStatus
 from app.datasets.service import DatasetNotReady
 from app.jobs.dispatch import enqueue_job
+from app.jobs.lease import resume_point
 from app.jobs.models import Job, JobEvent, JobStatus
 from app.jobs.schemas import EpochPoint, JobCreate, JobMetricsOut, JobOut
 from app.jobs.state import (
@@ -278,11 +279,14 @@ def retry_job(session: Session, principal: Principal, job_id: str, settings: Set
         max_attempts=old.max_attempts,
         checkpoint_key=old.checkpoint_key,
         checkpoint_epoch=old.checkpoint_epoch,
+        checkpoint_step=old.checkpoint_step,
     )
     session.add(job)
     session.flush()
     resume = (
-        f"; it resumes from epoch {old.checkpoint_epoch}" if old.checkpoint_key is not None else ""
+        f"; it resumes from {resume_point(old.checkpoint_epoch, old.checkpoint_step)}"
+        if old.checkpoint_key is not None
+        else ""
     )
     add_event(
         session,
@@ -328,7 +332,7 @@ def delete_job(session: Session, store: ObjectStore, principal: Principal, job_i
             details={"jobs": resuming},
         )
     session.execute(delete(Artifact).where(Artifact.job_id == job.id))
-    job.checkpoint_key, job.checkpoint_epoch = None, None
+    job.checkpoint_key, job.checkpoint_epoch, job.checkpoint_step = None, None, None
     session.commit()
     try:
         store.delete_prefix(prefix)

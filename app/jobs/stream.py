@@ -69,6 +69,7 @@ def _progress(job: JobOut) -> dict[str, Any]:
         "attempt": job.attempt,
         "progress": job.progress,
         "checkpoint_epoch": job.checkpoint_epoch,
+        "checkpoint_step": job.checkpoint_step,
         "cancel_requested": job.cancel_requested,
     }
 

@@ -122,6 +122,7 @@ class Job(ApiModel):
     max_attempts: int = 1
     cancel_requested: bool = False
     checkpoint_epoch: int | None = None
+    checkpoint_step: int | None = None  # steps of the next epoch (a shutdown's checkpoint)
     failure_code: str | None = None
     failure_reason: str | None = None
     created_at: datetime
@@ -270,6 +271,7 @@ class JobProgress(ApiModel):
     attempt: int = 1
     progress: dict[str, Any] = Field(default_factory=dict)
     checkpoint_epoch: int | None = None
+    checkpoint_step: int | None = None
     cancel_requested: bool = False
 
 

@@ -55,10 +55,11 @@ def deploy(
     redis_server: RedisServer,
     request: pytest.FixtureRequest,
 ) -> Iterator[Deploy]:
-    """``deploy(s3=None, embedded=False, worker_settings=None, **settings)``: the API in-process
-    (TestClient) against Postgres, the test's Redis and ``s3`` (default: the session's
-    SeaweedFS), or the embedded defaults (SQLite, local objects); ``settings`` as FOPRO_ values
-    for the API and the workers, ``worker_settings`` for the workers only."""
+    """``deploy(s3=None, embedded=False, worker_settings=None, per_class=6, **settings)``: the
+    API in-process (TestClient) against Postgres, the test's Redis and ``s3`` (default: the
+    session's SeaweedFS), or the embedded defaults (SQLite, local objects), with a dataset of
+    ``per_class`` images in each of 4 classes; ``settings`` as FOPRO_ values for the API and the
+    workers, ``worker_settings`` for the workers only."""
     stack = ExitStack()
 
     def make(
@@ -66,6 +67,7 @@ def deploy(
         *,
         embedded: bool = False,
         worker_settings: dict[str, str] | None = None,
+        per_class: int = 6,
         **settings: str,
     ) -> Deployment:
         env = {
@@ -98,7 +100,7 @@ def deploy(
         store = open_object_store(get_settings())
         with get_sessionmaker()() as session:
             team_id, key = make_team_key(session, Role.admin)
-            dataset = put_ready_dataset(session, store, team_id, per_class=6)
+            dataset = put_ready_dataset(session, store, team_id, per_class=per_class)
         from app.main import app
 
         client = stack.enter_context(TestClient(app, raise_server_exceptions=False))

@@ -86,13 +86,17 @@ def test_kill_9_twice_mid_job_still_succeeds_losing_at_most_the_epoch_in_flight(
 def test_sigterm_to_a_worker_stops_at_a_step_and_requeues_the_job_at_once(
     deploy: Deploy,
 ) -> None:
-    epochs = 8
+    epochs = 4
     # A long lease: the job must come back because the worker said so, not because it expired.
-    deployment = deploy(lease_seconds="120")
+    # 120 images in batches of 2: epochs of ~40 steps, so the signal lands inside one.
+    deployment = deploy(lease_seconds="120", per_class=30)
     worker = deployment.start_worker()
-    job_id = deployment.submit(epochs=epochs, method=METHOD).json()["id"]
+    job_id = deployment.submit(epochs=epochs, method=METHOD, params={"batch_size": 2}).json()["id"]
     deployment.wait_for(
-        job_id, lambda j: (j["checkpoint_epoch"] or 0) >= 1, 180, "saved a checkpoint"
+        job_id,
+        lambda j: (j["checkpoint_epoch"] or 0) >= 1 and j["progress"].get("epoch", 0) >= 2,
+        180,
+        "started its second epoch",
     )
     trainers = worker.trainers()
     assert trainers
@@ -110,12 +114,21 @@ def test_sigterm_to_a_worker_stops_at_a_step_and_requeues_the_job_at_once(
     last = deployment.events(job_id)[-1]
     assert last["data"]["to"] == "queued"
     assert "shutting down (SIGTERM)" in last["message"]
-    assert "step" in last["message"]
-    saved = job["checkpoint_epoch"]
+    # The checkpoint is of the step boundary it stopped at, inside the epoch: nothing trained
+    # is lost, not even the epoch in flight.
+    saved, saved_step = job["checkpoint_epoch"], job["checkpoint_step"]
+    assert saved >= 1, job
+    assert saved_step >= 1, job
+    assert f"epoch {saved + 1}, step {saved_step}" in last["message"]
     with get_sessionmaker()() as session:
         key = session.get_one(Job, job_id).checkpoint_key
     assert key is not None
+    assert key.endswith(f"epoch_{saved:04d}_step_{saved_step:06d}.pt")
     assert deployment.store.exists(key)
+    assert not any(
+        info.key.endswith(f"epoch_{saved:04d}.pt")
+        for info in deployment.store.list(key.rsplit("/", 1)[0] + "/")
+    ), "the epoch-end checkpoint it replaces is deleted"
 
     deployment.start_worker()
     done = deployment.wait_terminal(job_id, timeout_s=240)
@@ -123,4 +136,5 @@ def test_sigterm_to_a_worker_stops_at_a_step_and_requeues_the_job_at_once(
     events = deployment.events(job_id)
     resumed = next(i for i, e in enumerate(events) if "resumed_from_epoch" in e["data"])
     assert events[resumed]["data"]["resumed_from_epoch"] == saved
+    assert events[resumed]["data"]["resumed_from_step"] == saved_step
     assert epochs_of(events[resumed:]) == list(range(saved + 1, epochs + 1))

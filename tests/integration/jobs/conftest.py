@@ -62,10 +62,17 @@ class Deployment:
         *,
         method: str | None = None,
         random_weights: bool = True,
+        params: dict[str, Any] | None = None,
         **headers: str,
     ) -> Any:
-        """POST a resnet18 → resnet18 job; ``random_weights=False`` needs installed weights."""
-        params = {**TEST_PARAMS, "epochs": epochs, "allow_random_weights": random_weights}
+        """POST a resnet18 → resnet18 job; ``random_weights=False`` needs installed weights;
+        ``params`` override the test defaults."""
+        params = {
+            **TEST_PARAMS,
+            "epochs": epochs,
+            "allow_random_weights": random_weights,
+            **(params or {}),
+        }
         body: dict[str, Any] = {
             "dataset_id": self.dataset_id,
             "teacher": "resnet18",

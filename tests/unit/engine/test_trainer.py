@@ -17,6 +17,7 @@ from foprokd.errors import (
     NonFiniteLoss,
     TrainingCancelled,
     TrainingOutOfMemory,
+    TrainingSuspended,
 )
 from foprokd.evaluation import predict
 from foprokd.fourier import FourierPromptLearner
@@ -39,11 +40,13 @@ class Recorder(TrainCallbacks):
         self,
         cancel_after: int | None = None,
         after_step: Callable[[Progress], None] | None = None,
+        suspend_after: int | None = None,
     ) -> None:
         self.progress: list[Progress] = []
         self.summaries: list[EpochSummary] = []
-        self.checkpoints: list[tuple[Path, int]] = []
+        self.checkpoints: list[tuple[Path, int, int]] = []
         self.cancel_after = cancel_after
+        self.suspend_after = suspend_after
         self.after_step = after_step
 
     def on_progress(self, progress: Progress) -> None:
@@ -54,12 +57,15 @@ class Recorder(TrainCallbacks):
     def should_cancel(self) -> bool:
         return self.cancel_after is not None and len(self.progress) >= self.cancel_after
 
+    def should_suspend(self) -> bool:
+        return self.suspend_after is not None and len(self.progress) >= self.suspend_after
+
     def on_epoch_end(self, summary: EpochSummary) -> None:
         self.summaries.append(summary)
 
-    def on_checkpoint(self, path: Path, epoch: int) -> None:
+    def on_checkpoint(self, path: Path, epoch: int, step: int) -> None:
         assert path.is_file()
-        self.checkpoints.append((path, epoch))
+        self.checkpoints.append((path, epoch, step))
 
 
 def _config(method: str = "fopro_akd", epochs: int = 2, **overrides: object) -> TrainConfig:
@@ -141,8 +147,8 @@ def test_every_method_runs_through_the_one_loop(
     assert [s.epoch for s in recorder.summaries] == [1, 2]
     assert all(0.0 <= s.val_balanced_accuracy <= 1.0 for s in recorder.summaries)
     assert recorder.checkpoints == [
-        (tmp_path / "checkpoint.pt", 1),
-        (tmp_path / "checkpoint.pt", 2),
+        (tmp_path / "checkpoint.pt", 1, 0),
+        (tmp_path / "checkpoint.pt", 2, 0),
     ]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
     assert not _same(before, _state(result.student))
@@ -238,6 +244,77 @@ def test_resume_continues_bit_for_bit(
     ]
     assert _same(a["best"]["student"], _state(result.student))
     assert len(result.history) == 2
+
+
+@pytest.mark.parametrize("suspend_after", [2, STEPS + 1])
+def test_a_suspension_checkpoints_mid_epoch_and_resumes_bit_for_bit(
+    suspend_after: int,
+    splits: tuple[LabelledImages, LabelledImages],
+    tiny_teacher: FrozenTeacher,
+    make_student: StudentFactory,
+    tmp_path: Path,
+) -> None:
+    """SIGTERM's path: stop at a step boundary inside an epoch, save it, continue from it with
+    the same shuffle order, RNG draws, optimiser state and loss sums as a run never stopped."""
+    straight = Recorder()
+    train(
+        _config(epochs=2),
+        *splits,
+        make_student(3, tiny_teacher.feature_dim),
+        tiny_teacher,
+        run_dir=tmp_path / "straight",
+        callbacks=straight,
+    )
+    stopped = Recorder(suspend_after=suspend_after)
+    with pytest.raises(TrainingSuspended) as caught:
+        train(
+            _config(epochs=2),
+            *splits,
+            make_student(3, tiny_teacher.feature_dim),
+            tiny_teacher,
+            run_dir=tmp_path / "split",
+            callbacks=stopped,
+        )
+    epoch, step = divmod(suspend_after, STEPS)  # epochs done, steps done in the next one
+    assert (caught.value.epoch, caught.value.step) == (epoch + 1, step)
+    assert isinstance(caught.value, TrainingCancelled)  # callers that only know cancel still stop
+    if step == 0:
+        # Stopped at an epoch's first step: the epoch's own checkpoint is this boundary.
+        assert stopped.checkpoints == [(tmp_path / "split" / "checkpoint.pt", epoch, 0)]
+    else:
+        assert stopped.checkpoints[-1] == (tmp_path / "split" / "checkpoint.pt", epoch, step)
+        saved = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+        assert saved["in_epoch"]["step"] == step
+        assert saved["global_step"] == suspend_after
+
+    resumed = Recorder()
+    result = train(
+        _config(epochs=2),
+        *splits,
+        make_student(3, tiny_teacher.feature_dim, seed=99),
+        tiny_teacher,
+        run_dir=tmp_path / "split",
+        callbacks=resumed,
+        resume_from=tmp_path / "split" / "checkpoint.pt",
+    )
+    assert [p.global_step for p in resumed.progress] == list(
+        range(suspend_after + 1, 2 * STEPS + 1)
+    )
+    assert next((p.epoch, p.step) for p in resumed.progress) == (epoch + 1, step + 1)
+    assert [p.losses for p in resumed.progress] == [
+        p.losses for p in straight.progress[suspend_after:]
+    ]
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert b["in_epoch"] is None
+    assert _same(a["student"], b["student"])
+    assert _same(a["distiller"]["modules"], b["distiller"]["modules"])
+    timing = {"seconds", "images_per_s", "epochs"}
+    # The epoch cut in two reports the same mean losses as the uninterrupted one.
+    assert [{k: v for k, v in h.items() if k not in timing} for h in a["history"]] == [
+        {k: v for k, v in h.items() if k not in timing} for h in b["history"]
+    ]
+    assert _same(a["best"]["student"], _state(result.student))
 
 
 def test_resume_refuses_a_checkpoint_of_another_configuration(

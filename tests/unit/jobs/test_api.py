@@ -315,7 +315,7 @@ def test_retry_creates_a_new_job_resuming_from_the_last_checkpoint(
     assert (new["status"], new["retry_of"], new["checkpoint_epoch"]) == ("queued", old.id, 4)
     assert new["attempt"] == 1
     events = client.get(f"/v1/jobs/{new['id']}/events", headers=auth(team.admin)).json()
-    assert "resumes from epoch 4" in events["items"][0]["message"]
+    assert "resumes from the end of epoch 4" in events["items"][0]["message"]
     assert client.get(f"/v1/jobs/{old.id}", headers=auth(team.admin)).json()["status"] == "failed"
 
 
