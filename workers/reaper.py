@@ -20,7 +20,7 @@ from celery.signals import worker_ready, worker_shutdown
 from app.audit.service import purge_expired
 from app.core.config import get_settings
 from app.core.db import session_scope
-from app.core.queue import TaskName
+from app.core.queue import Queue, TaskName, queue_depths
 from app.core.storage import open_object_store
 from app.datasets.service import expire_direct_uploads
 from app.jobs.reaper import ReapReport, reap_expired_leases
@@ -38,7 +38,9 @@ def sweep() -> ReapReport:
     settings = get_settings()
     with session_scope() as session:
         report = reap_expired_leases(
-            session, resend_after=timedelta(seconds=settings.resend_after_seconds)
+            session,
+            resend_after=timedelta(seconds=settings.resend_after_seconds),
+            waiting_messages=lambda: queue_depths()[Queue.gpu],
         )
     if report.requeued or report.failed or report.cancelled:
         log.warning("reaper: %s", report)

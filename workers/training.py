@@ -18,7 +18,7 @@ requeue it, or fail it once its attempts are spent, with a reason naming the sig
 A worker told to stop (SIGTERM or Ctrl-C: what ``docker stop`` and Kubernetes send) does not wait
 for the run to end nor let its lease expire: Celery's warm shutdown announces itself
 (``worker_shutting_down``), the supervisor passes SIGTERM to the child, which stops at its next
-step boundary, keeps its last epoch's checkpoint and puts the job back in the queue at once,
+step boundary, saves a checkpoint of that step and puts the job back in the queue at once,
 without counting an attempt. A child that does not stop within ``cancel_grace_seconds`` is killed
 and the supervisor requeues the job itself.
 """

@@ -12,6 +12,7 @@ from typing import Any
 
 from celery import Celery
 from kombu import Queue as KombuQueue
+from kombu.exceptions import ChannelError
 
 from app.core.config import Settings, get_settings
 
@@ -76,6 +77,27 @@ def make_celery(settings: Settings) -> Celery:
 def get_celery() -> Celery:
     """The process-wide Celery client configured from the environment."""
     return make_celery(get_settings())
+
+
+BROKER_TIMEOUT_S = 2
+
+
+def queue_depths(celery: Celery | None = None) -> dict[Queue, int]:
+    """Messages waiting in each queue (every priority level summed; messages a worker already
+    took are not counted). A queue no worker has declared yet holds none. Raises the broker's
+    error when it is unreachable."""
+    depths: dict[Queue, int] = {}
+    with (celery or get_celery()).connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_S)
+        channel: Any = conn.default_channel  # kombu types it as StdChannel, without queue_declare
+        for queue in Queue:
+            try:
+                declared = channel.queue_declare(queue=queue.value, passive=True)
+            except ChannelError:  # not declared yet (no worker consumed it): nothing waits
+                depths[queue] = 0
+                continue
+            depths[queue] = int(declared.message_count)
+    return depths
 
 
 def send(task: TaskName, *args: Any, priority: int | None = None) -> str:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any
 
-from kombu.exceptions import ChannelError
 from prometheus_client import REGISTRY
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -21,14 +19,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.core.db import get_sessionmaker, utcnow
-from app.core.queue import Queue, get_celery
+from app.core.queue import queue_depths
 from app.datasets.models import Dataset, DatasetStatus
 from app.jobs.models import Job, JobEvent, JobStatus
 from app.jobs.state import EventKind
 
 log = logging.getLogger("fopro.metrics")
-
-BROKER_TIMEOUT_S = 2
 
 
 class JobSystemCollector(Collector):
@@ -140,16 +136,8 @@ def _from_broker() -> Iterable[Metric]:
     depth = GaugeMetricFamily(
         "fopro_queue_depth", "Messages waiting in each Celery queue.", labels=["queue"]
     )
-    with get_celery().connection_for_read() as conn:
-        conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_S)
-        channel: Any = conn.default_channel  # kombu types it as StdChannel, without queue_declare
-        for queue in Queue:
-            try:
-                declared = channel.queue_declare(queue=queue.value, passive=True)
-            except ChannelError:  # not declared yet (no worker consumed it): nothing waits
-                depth.add_metric([queue.value], 0.0)
-                continue
-            depth.add_metric([queue.value], float(declared.message_count))
+    for queue, count in queue_depths().items():
+        depth.add_metric([queue.value], float(count))
     return [depth]
 
 

@@ -7,10 +7,12 @@ no Celery beat), and production may add the beat task ``TaskName.reap_jobs``.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
@@ -22,8 +24,11 @@ from app.jobs.models import Job, JobStatus
 NEVER_SENT_GRACE = timedelta(seconds=10)
 # A queued job sent this long ago and still unclaimed may have lost its message (a worker died
 # between receiving and claiming it); resending is safe because only one claim can win.
-# Workers pass FOPRO_RESEND_AFTER_SECONDS; this is its default.
+# Workers pass FOPRO_RESEND_AFTER_SECONDS; this is its default. Where the broker can say how many
+# messages wait, only as many stale jobs as there are missing messages are sent again, so a long
+# backlog does not gain a duplicate message per job every period.
 RESEND_AFTER = timedelta(minutes=30)
+log = logging.getLogger("fopro.reaper")
 LEASE_EXPIRED = "its worker stopped heart-beating and the lease expired"
 
 
@@ -43,10 +48,13 @@ def reap_expired_leases(
     *,
     never_sent_grace: timedelta = NEVER_SENT_GRACE,
     resend_after: timedelta = RESEND_AFTER,
+    waiting_messages: Callable[[], int] | None = None,
 ) -> ReapReport:
     """One sweep at ``now``: expired running jobs are requeued (``attempt + 1``) and re-sent, or
     failed after ``max_attempts`` with "worker lost N times" (or cancelled, if that was asked);
-    queued jobs never sent (or sent ``resend_after`` ago and still unclaimed) are sent."""
+    queued jobs never sent are sent. Jobs sent ``resend_after`` ago and still unclaimed are sent
+    again, oldest first: all of them, or, when ``waiting_messages()`` tells how many training
+    messages the broker holds, only as many as are missing from it."""
     now = now or utcnow()
     report = ReapReport()
     expired = session.scalars(
@@ -69,20 +77,49 @@ def reap_expired_leases(
         elif outcome is JobStatus.cancelled:
             report.cancelled.append(job_id)
 
+    queued = Job.status == JobStatus.queued.value
     unsent = session.execute(
         select(Job.id, Job.priority)
         .where(
-            Job.status == JobStatus.queued.value,
-            or_(
-                Job.id.in_(report.requeued),
-                Job.enqueued_at.is_(None) & (Job.updated_at < now - never_sent_grace),
-                Job.enqueued_at < now - resend_after,
-            ),
+            queued,
+            Job.id.in_(report.requeued)
+            | (Job.enqueued_at.is_(None) & (Job.updated_at < now - never_sent_grace)),
         )
         .order_by(Job.created_at)
     ).all()
+    stale = session.execute(
+        select(Job.id, Job.priority)
+        .where(queued, Job.enqueued_at < now - resend_after, Job.id.not_in(report.requeued))
+        .order_by(Job.enqueued_at, Job.created_at)
+    ).all()
+    if stale and waiting_messages is not None:
+        missing = _missing_messages(session, waiting_messages, report.requeued)
+        stale = stale if missing is None else stale[:missing]
     session.rollback()
-    for job_id, priority in unsent:
+    for job_id, priority in [*unsent, *stale]:
         if enqueue_job(session, job_id, priority):
             report.sent.append(job_id)
     return report
+
+
+def _missing_messages(
+    session: Session, waiting_messages: Callable[[], int], requeued: list[str]
+) -> int | None:
+    """How many sent, unclaimed jobs have no message in the broker (at least): queued jobs sent
+    before (not the ones requeued in this sweep) less the messages waiting. None when the broker
+    cannot be asked: then every stale job counts as missing."""
+    try:
+        waiting = waiting_messages()
+    except Exception:
+        log.warning("reaper: could not count the broker's messages", exc_info=True)
+        return None
+    sent = session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(
+            Job.status == JobStatus.queued.value,
+            Job.enqueued_at.is_not(None),
+            Job.id.not_in(requeued),
+        )
+    )
+    return max((sent or 0) - waiting, 0)

@@ -187,6 +187,31 @@ def test_reaper_sends_jobs_the_broker_never_got_after_a_grace_period(
     assert reap_expired_leases(session, later + timedelta(hours=1)).sent == [job.id]
 
 
+def test_a_long_backlog_is_resent_only_for_the_messages_the_broker_is_missing(
+    session: Session, team: Team, sent: list[tuple[str, tuple[object, ...], int | None]]
+) -> None:
+    """Hours of backlog must not add a duplicate message per queued job every RESEND_AFTER:
+    with the broker's count at hand, only the missing messages are sent again, oldest first."""
+    sent_at = utcnow() - timedelta(hours=2)
+    jobs = [add_job(session, team) for _ in range(4)]
+    for age, job in enumerate(jobs):
+        job.enqueued_at = sent_at + timedelta(seconds=age)
+    session.commit()
+
+    # Every job still has its message waiting: nothing is sent again.
+    assert reap_expired_leases(session, waiting_messages=lambda: 4).sent == []
+    assert sent == []
+    # One message was lost (a worker died holding it): the oldest stale job is sent again.
+    assert reap_expired_leases(session, waiting_messages=lambda: 3).sent == [jobs[0].id]
+
+    # A broker that cannot be asked: every stale job is sent, as without a count.
+    def unreachable() -> int:
+        raise ConnectionError("broker down")
+
+    report = reap_expired_leases(session, waiting_messages=unreachable)
+    assert report.sent == [j.id for j in jobs[1:]]
+
+
 def test_a_claim_refuses_a_job_that_is_not_queued(session: Session, team: Team) -> None:
     job = add_job(session, team, status=JobStatus.cancelled.value)
     assert not claim_job(session, job.id, "w1", lease=LEASE)
