@@ -304,7 +304,7 @@ class DistillationRun:
                 if delay == 1.0:  # once per checkpoint: the user sees why the run pauses
                     self.event(
                         EventKind.warning,
-                        f"The checkpoint of {point} could not be stored ({exc}); retrying.",
+                        f"The checkpoint could not be stored at {point} ({exc}); retrying.",
                     )
                 log.warning("job %s: checkpoint upload failed, retry in %.0f s", self.job_id, delay)
                 time.sleep(delay)
