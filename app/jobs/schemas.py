@@ -104,7 +104,7 @@ class JobOut(BaseModel):
     max_attempts: int
     cancel_requested: bool
     checkpoint_epoch: int | None
-    checkpoint_step: int | None
+    checkpoint_step: int | None = None  # steps of the next epoch (a shutdown's checkpoint)
     failure_code: str | None
     failure_reason: str | None
     created_at: datetime
