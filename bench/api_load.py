@@ -6,6 +6,9 @@ a primary-key select from the same database without the auth lookup. Prints ours
 Both servers run as real processes (``fopro serve --workers N`` and ``uvicorn --workers N``); the
 load comes from asyncio + httpx in this process, which shares the machine's CPUs with them, so on
 a small machine the client's own cost caps both figures alike (the ratio stays meaningful).
+With clients sending back to back, latency is clients / throughput (Little's law), so the same
+GET routes are then driven at a fixed rate (each client once per ``--poll-interval`` seconds, as
+dashboards poll) to give the p99 a person waits at that load.
 
     python -m bench.api_load                              # both backends, 50 clients, 10 s each
     python -m bench.api_load --backends sqlite --seconds 5
@@ -138,8 +141,11 @@ async def drive(
     clients: int,
     seconds: float,
     request: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
+    interval: float = 0.0,
 ) -> Result:
-    """``clients`` concurrent loops sending ``request`` for ``seconds``, after a short warm-up."""
+    """``clients`` concurrent loops sending ``request`` for ``seconds``, after a short warm-up:
+    back to back (closed loop: the server's capacity), or each one request per ``interval``
+    seconds, the clients' start times spread over one interval (a dashboard polling)."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
         for _ in range(5):
@@ -148,8 +154,12 @@ async def drive(
         errors: Counter[int] = Counter()
         stop = time.monotonic() + seconds
 
-        async def loop() -> None:
+        async def loop(offset: float) -> None:
+            next_at = time.monotonic() + offset
             while time.monotonic() < stop:
+                if interval:
+                    await asyncio.sleep(max(next_at - time.monotonic(), 0.0))
+                    next_at += interval
                 started = time.perf_counter()
                 response = await request(client)
                 if response.is_success:
@@ -158,7 +168,7 @@ async def drive(
                     errors[response.status_code] += 1
 
         began = time.monotonic()
-        await asyncio.gather(*(loop() for _ in range(clients)))
+        await asyncio.gather(*(loop(interval * i / clients) for i in range(clients)))
         return Result(name, latencies, errors, time.monotonic() - began)
 
 
@@ -214,6 +224,14 @@ def run_backend(backend: str, args: argparse.Namespace, workdir: Path) -> dict[s
                 label = f"{backend}: {name}"
                 results[name] = asyncio.run(drive(label, args.clients, args.seconds, request))
                 print(results[name].line(), flush=True)
+            if args.poll_interval:
+                # What 50 people watching dashboards do: each client one request per interval.
+                for name, request in plan[1:3]:
+                    label = f"{backend}: polled {name}"
+                    results[f"polled {name}"] = asyncio.run(
+                        drive(label, args.clients, args.seconds, request, args.poll_interval)
+                    )
+                    print(results[f"polled {name}"].line(), flush=True)
         if backend == "postgres":
             import redis
 
@@ -228,10 +246,17 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers of each server")
     parser.add_argument("--log-dir", type=Path, help="keep data and server logs here")
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=1.0,
+        help="then each client GETs once per this many seconds (0: skip); p99 at that load",
+    )
     args = parser.parse_args()
     print(f"{args.clients} clients, {args.seconds:.0f} s per route, {args.workers} workers each, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
-    ratios = []
+    ratios: list[str] = []
+    polled: list[str] = []
     with tempfile.TemporaryDirectory(prefix="fopro-bench-load-") as tmp:
         for backend in args.backends:
             workdir = Path(tmp)
@@ -242,6 +267,12 @@ def main() -> None:
             bare = results["bare GET pk"].rps
             for name in ("GET /v1/jobs/{id}", "GET /v1/jobs?limit=50", "POST /v1/jobs"):
                 ratios.append(f"{backend} {name}: {results[name].rps / bare:.2f}")
+            for name in ("GET /v1/jobs/{id}", "GET /v1/jobs?limit=50"):
+                if f"polled {name}" in results:
+                    p99 = results[f"polled {name}"].quantile_ms(0.99)
+                    polled.append(f"{backend} {name}: {p99:.1f} ms")
+    if polled:
+        print(f"p99 with each client polling every {args.poll_interval:g} s: " + "; ".join(polled))
     print("ours / bare (req/s): " + "; ".join(ratios))
 
 
