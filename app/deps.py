@@ -31,10 +31,16 @@ def get_session() -> Iterator[Session]:
         session.close()
 
 
+async def settings_dependency() -> Settings:
+    """``get_settings`` (a cached object, no I/O) as a dependency that runs on the event loop:
+    FastAPI runs every sync dependency in its threadpool, a thread hop per request."""
+    return get_settings()
+
+
 _store_cache: dict[str, ObjectStore] = {}
 
 
-def get_store(settings: Annotated[Settings, Depends(get_settings)]) -> ObjectStore:
+def get_store(settings: Annotated[Settings, Depends(settings_dependency)]) -> ObjectStore:
     """The object store for the configured ``storage_url`` (built once per URL)."""
     store = _store_cache.get(settings.storage_url)
     if store is None:
@@ -42,7 +48,7 @@ def get_store(settings: Annotated[Settings, Depends(get_settings)]) -> ObjectSto
     return store
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+SettingsDep = Annotated[Settings, Depends(settings_dependency)]
 SessionDep = Annotated[Session, Depends(get_session)]
 StoreDep = Annotated[ObjectStore, Depends(get_store)]
 

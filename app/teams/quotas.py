@@ -103,7 +103,11 @@ def stored_bytes(session: Session, team_id: str) -> int:
     teachers = select(func.coalesce(func.sum(Teacher.weights_bytes), 0)).where(
         Teacher.team_id == team_id
     )
-    return sum(int(session.scalar(q) or 0) for q in (datasets, artifacts, teachers))
+    # One round trip: a job submit runs this while it holds the team's row lock.
+    both = select(
+        datasets.scalar_subquery() + artifacts.scalar_subquery() + teachers.scalar_subquery()
+    )
+    return int(session.scalar(both) or 0)
 
 
 def team_usage(session: Session, team: Team, settings: Settings) -> TeamUsage:
