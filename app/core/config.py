@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".fopro")
 
     database_url: str = ""
+    # Connections each process may hold (PostgreSQL; SQLite ignores them): the pool, and extra
+    # ones opened under load and closed after. Sized so that 2 API workers and a few job workers
+    # stay well inside PostgreSQL's default max_connections of 100; a request finding the pool
+    # busy waits for a connection (up to 30 s) instead of failing.
+    db_pool_size: int = Field(default=5, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
     broker_url: str = ""
     result_backend: str = ""
 

@@ -179,6 +179,27 @@ def test_validation_errors_and_unknown_routes_use_the_envelope(client: TestClien
     assert client.get("/v1/nothing-here", headers=auth(key)).json()["error"]["code"] == "not_found"
 
 
+def test_a_database_that_does_not_answer_is_a_503_to_retry(embedded_service: Service) -> None:
+    """Out of connections (PostgreSQL's "too many clients", seen under bench.api_load), a
+    restart or a lock timeout is nothing the client did: 503 with Retry-After, not a 500."""
+    from sqlalchemy.exc import OperationalError
+
+    from app.main import create_app
+
+    app = create_app()
+
+    @app.get("/busy")
+    def busy() -> None:
+        raise OperationalError("SELECT 1", {}, Exception("sorry, too many clients already"))
+
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        response = test_client.get("/busy")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.json()["error"]["code"] == "unavailable"
+    assert "too many clients" not in response.text
+
+
 def test_unexpected_errors_answer_500_without_internals(embedded_service: Service) -> None:
     from app.main import create_app
 
