@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ from foprokd.fourier import FourierPromptLearner
 from foprokd.hyperparams import METHODS, TrainConfig
 from foprokd.losses import log_class_prior
 from foprokd.student import Student
-from foprokd.trainer import EpochSummary, Progress, TrainCallbacks, train
+from foprokd.trainer import EpochSummary, Progress, TrainCallbacks, TrainResult, train
 from foprokd.zoo import FrozenTeacher
 
 SplitFactory = Callable[..., LabelledImages]
@@ -198,6 +199,21 @@ def test_student_step_changes_only_the_student(
     assert not _same(student_before, _state(student))
 
 
+def _assert_same_final_checkpoints(tmp_path: Path, result: TrainResult) -> dict[str, Any]:
+    """The run in ``split`` (stopped, then resumed) ended where the one in ``straight`` did:
+    student, distiller, epoch history (timing aside) and the returned best student."""
+    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    b = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
+    assert _same(a["student"], b["student"])
+    assert _same(a["distiller"]["modules"], b["distiller"]["modules"])
+    timing = {"seconds", "images_per_s", "epochs"}
+    assert [{k: v for k, v in h.items() if k not in timing} for h in a["history"]] == [
+        {k: v for k, v in h.items() if k not in timing} for h in b["history"]
+    ]
+    assert _same(a["best"]["student"], _state(result.student))
+    return b
+
+
 def test_resume_continues_bit_for_bit(
     splits: tuple[LabelledImages, LabelledImages],
     tiny_teacher: FrozenTeacher,
@@ -234,15 +250,7 @@ def test_resume_continues_bit_for_bit(
 
     assert [p.global_step for p in resumed.progress] == [4, 5, 6]
     assert [p.losses for p in resumed.progress] == [p.losses for p in straight.progress[STEPS:]]
-    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
-    b = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
-    assert _same(a["student"], b["student"])
-    assert _same(a["distiller"]["modules"], b["distiller"]["modules"])
-    timing = {"seconds", "images_per_s", "epochs"}
-    assert [{k: v for k, v in h.items() if k not in timing} for h in a["history"]] == [
-        {k: v for k, v in h.items() if k not in timing} for h in b["history"]
-    ]
-    assert _same(a["best"]["student"], _state(result.student))
+    _assert_same_final_checkpoints(tmp_path, result)
     assert len(result.history) == 2
 
 
@@ -304,17 +312,8 @@ def test_a_suspension_checkpoints_mid_epoch_and_resumes_bit_for_bit(
     assert [p.losses for p in resumed.progress] == [
         p.losses for p in straight.progress[suspend_after:]
     ]
-    a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
-    b = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
-    assert b["in_epoch"] is None
-    assert _same(a["student"], b["student"])
-    assert _same(a["distiller"]["modules"], b["distiller"]["modules"])
-    timing = {"seconds", "images_per_s", "epochs"}
     # The epoch cut in two reports the same mean losses as the uninterrupted one.
-    assert [{k: v for k, v in h.items() if k not in timing} for h in a["history"]] == [
-        {k: v for k, v in h.items() if k not in timing} for h in b["history"]
-    ]
-    assert _same(a["best"]["student"], _state(result.student))
+    assert _assert_same_final_checkpoints(tmp_path, result)["in_epoch"] is None
 
 
 def test_resume_refuses_a_checkpoint_of_another_configuration(
