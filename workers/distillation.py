@@ -452,7 +452,7 @@ class DistillationRun:
         self._download(job.checkpoint_key, path)
         self.event(
             EventKind.info,
-            f"Resumed from the checkpoint of "
+            f"Resumed from its checkpoint at "
             f"{resume_point(job.checkpoint_epoch, job.checkpoint_step)}.",
             {
                 "resumed_from_epoch": job.checkpoint_epoch,
@@ -472,7 +472,7 @@ class DistillationRun:
     def _requeue_for_shutdown(self, exc: TrainingCancelled) -> None:
         point = resume_point(self.checkpoint_epoch, self.checkpoint_step)
         resume = (
-            f"resumes from the checkpoint of {point}"
+            f"resumes from its checkpoint at {point}"
             if self.checkpoint_key is not None
             else "starts over (no step was checkpointed)"
         )
@@ -491,7 +491,7 @@ class DistillationRun:
             log.warning("job %s: lease lost; stopped without touching the job", self.job_id)
             return
         kept = (
-            f"; the checkpoint of {resume_point(self.checkpoint_epoch, self.checkpoint_step)} "
+            f"; its checkpoint at {resume_point(self.checkpoint_epoch, self.checkpoint_step)} "
             "is kept"
             if self.checkpoint_key is not None
             else ""
