@@ -199,6 +199,46 @@ def test_student_step_changes_only_the_student(
     assert not _same(student_before, _state(student))
 
 
+def _train_straight(
+    splits: tuple[LabelledImages, LabelledImages],
+    teacher: FrozenTeacher,
+    make_student: StudentFactory,
+    tmp_path: Path,
+) -> Recorder:
+    """Two epochs never stopped, in ``straight``: what a stopped and resumed run must equal."""
+    straight = Recorder()
+    train(
+        _config(epochs=2),
+        *splits,
+        make_student(3, teacher.feature_dim),
+        teacher,
+        run_dir=tmp_path / "straight",
+        callbacks=straight,
+    )
+    return straight
+
+
+def _resume_split(
+    splits: tuple[LabelledImages, LabelledImages],
+    teacher: FrozenTeacher,
+    make_student: StudentFactory,
+    tmp_path: Path,
+) -> tuple[Recorder, TrainResult]:
+    """Finish the two epochs from ``split``'s checkpoint with a differently initialised
+    student: everything must come from the checkpoint."""
+    resumed = Recorder()
+    result = train(
+        _config(epochs=2),
+        *splits,
+        make_student(3, teacher.feature_dim, seed=99),
+        teacher,
+        run_dir=tmp_path / "split",
+        callbacks=resumed,
+        resume_from=tmp_path / "split" / "checkpoint.pt",
+    )
+    return resumed, result
+
+
 def _assert_same_final_checkpoints(tmp_path: Path, result: TrainResult) -> dict[str, Any]:
     """The run in ``split`` (stopped, then resumed) ended where the one in ``straight`` did:
     student, distiller, epoch history (timing aside) and the returned best student."""
@@ -220,15 +260,7 @@ def test_resume_continues_bit_for_bit(
     make_student: StudentFactory,
     tmp_path: Path,
 ) -> None:
-    straight = Recorder()
-    train(
-        _config(epochs=2),
-        *splits,
-        make_student(3, tiny_teacher.feature_dim),
-        tiny_teacher,
-        run_dir=tmp_path / "straight",
-        callbacks=straight,
-    )
+    straight = _train_straight(splits, tiny_teacher, make_student, tmp_path)
     train(
         _config(epochs=1),
         *splits,
@@ -236,17 +268,7 @@ def test_resume_continues_bit_for_bit(
         tiny_teacher,
         run_dir=tmp_path / "split",
     )
-    resumed = Recorder()
-    # A differently initialised student: everything must come from the checkpoint.
-    result = train(
-        _config(epochs=2),
-        *splits,
-        make_student(3, tiny_teacher.feature_dim, seed=99),
-        tiny_teacher,
-        run_dir=tmp_path / "split",
-        callbacks=resumed,
-        resume_from=tmp_path / "split" / "checkpoint.pt",
-    )
+    resumed, result = _resume_split(splits, tiny_teacher, make_student, tmp_path)
 
     assert [p.global_step for p in resumed.progress] == [4, 5, 6]
     assert [p.losses for p in resumed.progress] == [p.losses for p in straight.progress[STEPS:]]
@@ -264,15 +286,7 @@ def test_a_suspension_checkpoints_mid_epoch_and_resumes_bit_for_bit(
 ) -> None:
     """SIGTERM's path: stop at a step boundary inside an epoch, save it, continue from it with
     the same shuffle order, RNG draws, optimiser state and loss sums as a run never stopped."""
-    straight = Recorder()
-    train(
-        _config(epochs=2),
-        *splits,
-        make_student(3, tiny_teacher.feature_dim),
-        tiny_teacher,
-        run_dir=tmp_path / "straight",
-        callbacks=straight,
-    )
+    straight = _train_straight(splits, tiny_teacher, make_student, tmp_path)
     stopped = Recorder(suspend_after=suspend_after)
     with pytest.raises(TrainingSuspended) as caught:
         train(
@@ -295,16 +309,7 @@ def test_a_suspension_checkpoints_mid_epoch_and_resumes_bit_for_bit(
         assert saved["in_epoch"]["step"] == step
         assert saved["global_step"] == suspend_after
 
-    resumed = Recorder()
-    result = train(
-        _config(epochs=2),
-        *splits,
-        make_student(3, tiny_teacher.feature_dim, seed=99),
-        tiny_teacher,
-        run_dir=tmp_path / "split",
-        callbacks=resumed,
-        resume_from=tmp_path / "split" / "checkpoint.pt",
-    )
+    resumed, result = _resume_split(splits, tiny_teacher, make_student, tmp_path)
     assert [p.global_step for p in resumed.progress] == list(
         range(suspend_after + 1, 2 * STEPS + 1)
     )
