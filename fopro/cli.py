@@ -84,8 +84,8 @@ def worker(
 
     Run one worker per GPU and pin it with CUDA_VISIBLE_DEVICES, e.g.
     ``CUDA_VISIBLE_DEVICES=1 fopro worker --queues gpu --name gpu1``. CUDA is only initialised
-    in the spawned training child, never in a process that forks. CPU-only hosts run the same
-    command.
+    in the training child (forked from the worker's forkserver, which never touches CUDA).
+    CPU-only hosts run the same command.
     """
     if metrics_port is not None:
         os.environ["FOPRO_WORKER_METRICS_PORT"] = str(metrics_port)

@@ -142,3 +142,23 @@ class ManifestInvalid(EngineError):
 
 class ImageDecodeError(ManifestInvalid):
     """An image of the manifest is missing or cannot be decoded; the message names the file."""
+
+
+class ExportParityError(EngineError):
+    """An exported format disagrees with the PyTorch model beyond the tolerance."""
+
+    def __init__(
+        self, export_format: str, batch_size: int, max_abs_diff: float, tolerance: float
+    ) -> None:
+        self.export_format = export_format
+        self.batch_size = batch_size
+        self.max_abs_diff = max_abs_diff
+        self.tolerance = tolerance
+        super().__init__(
+            f"The {export_format} export differs from PyTorch by {max_abs_diff:.3g} on a batch of "
+            f"{batch_size} (tolerance {tolerance:.1g}). The model likely has input-dependent "
+            "control flow or an unsupported op; export it in eval mode or report the architecture."
+        )
+
+    def _init_args(self) -> tuple[Any, ...]:
+        return (self.export_format, self.batch_size, self.max_abs_diff, self.tolerance)

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from foprokd.atomic import atomic_paths
-from foprokd.errors import EngineError
+from foprokd.errors import ExportParityError
 from foprokd.student import StudentClassifier, build_classifier
 
 CONFIG_FORMAT = "foprokd-student"
@@ -40,26 +40,6 @@ FILE_NAMES: dict[str, str] = {
     "torchscript": "student.torchscript.pt",
     "onnx": "student.onnx",
 }
-
-
-class ExportParityError(EngineError):
-    """An exported format disagrees with the PyTorch model beyond the tolerance."""
-
-    def __init__(
-        self, export_format: str, batch_size: int, max_abs_diff: float, tolerance: float
-    ) -> None:
-        self.export_format = export_format
-        self.batch_size = batch_size
-        self.max_abs_diff = max_abs_diff
-        self.tolerance = tolerance
-        super().__init__(
-            f"The {export_format} export differs from PyTorch by {max_abs_diff:.3g} on a batch of "
-            f"{batch_size} (tolerance {tolerance:.1g}). The model likely has input-dependent "
-            "control flow or an unsupported op; export it in eval mode or report the architecture."
-        )
-
-    def _init_args(self) -> tuple[Any, ...]:
-        return (self.export_format, self.batch_size, self.max_abs_diff, self.tolerance)
 
 
 @dataclass

@@ -1,9 +1,9 @@
 """The worker-side Celery app: the shared client configuration plus the task implementations.
 
 Pool choice: run one worker process per GPU with ``--pool solo`` (``fopro worker`` does). The
-solo pool executes tasks in the worker's main process, so CUDA is never initialised in a parent that
-later forks (CUDA does not survive ``fork``); a training task supervises training in a *spawned*
-child.
+solo pool executes tasks in the worker's main process, which never imports torch nor initialises
+CUDA; a training task supervises training in a child forked from the worker's training forkserver
+(``workers.training``), the only process that initialises CUDA.
 Select the GPU per worker with ``CUDA_VISIBLE_DEVICES``. The ``cpu`` queue may use more processes.
 """
 

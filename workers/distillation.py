@@ -1,4 +1,4 @@
-"""One distillation run, inside the spawned training process that ``workers.training`` supervises.
+"""One distillation run, inside the training child that ``workers.training`` forks and supervises.
 
 The run writes only through guarded statements on the lease its supervisor holds: progress,
 epoch events, the checkpoint pointer (after the checkpoint's upload completed) and, at the end,
@@ -8,13 +8,10 @@ sets an event that the trainer's ``should_cancel`` sees before its next step.
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import logging
 import logging.config
-import os
 import signal
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -60,7 +57,6 @@ PROGRESS_INTERVAL_S = 1.0  # at most one progress UPDATE per second
 # network blip); training waits meanwhile, since its next epoch would need the checkpoint anyway.
 CHECKPOINT_RETRY_S = 180.0
 POLL_INTERVAL_S = 0.5  # how often the job row is read for cancel / lease loss
-PR_SET_PDEATHSIG = 1
 # Set by SIGTERM: the run stops at its next step and the job goes back to the queue.
 SHUTDOWN = threading.Event()
 # Each phase after "preparing" starts with an info event: progress snapshots are sampled and a
@@ -81,30 +77,9 @@ PHASE_EVENTS = {
 }
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Make sure this process never outlives the supervisor that started it.
-
-    Linux delivers SIGKILL to us when the parent dies (``PR_SET_PDEATHSIG``); a watchdog thread
-    covers a parent that died before the call and systems without prctl.
-    """
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
-
-
-def run_in_child(job_id: str, owner: str, run_dir: str, parent_pid: int) -> None:
-    """Entry point of the spawned training process: run job ``job_id`` held by ``owner`` in the
-    scratch folder ``run_dir`` (the supervisor removes it)."""
-    die_with_parent(parent_pid)
+def run_in_child(job_id: str, owner: str, run_dir: str) -> None:
+    """In the training child (``workers.child.run_training``): run job ``job_id`` held by
+    ``owner`` in the scratch folder ``run_dir`` (the supervisor removes it)."""
     # The supervisor passes on its worker's shutdown; Ctrl-C reaches the whole process group.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: SHUTDOWN.set())

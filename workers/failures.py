@@ -17,13 +17,13 @@ from app.core.errors import ServiceError
 from app.core.storage import StorageFull, StoreUnavailable
 from foprokd.errors import (
     CheckpointInvalid,
+    ExportParityError,
     ManifestInvalid,
     NonFiniteLoss,
     TrainingOutOfMemory,
     WeightsInvalid,
     WeightsNotFound,
 )
-from foprokd.export import ExportParityError
 
 
 class DatasetUnusable(Exception):

@@ -3,7 +3,7 @@
 ``fopro serve`` hands ``api_log_config()`` to uvicorn, which applies it before it loads the app,
 so uvicorn's access and error lines and the service's own loggers share the format. Celery
 workers apply ``worker_log_config()`` from its ``setup_logging`` signal (``workers.celery_app``)
-and each spawned training process applies it again for its one job.
+and each training child applies it again for its one job.
 
 Every line has ``timestamp``, ``level``, ``logger``, ``message``, ``request_id`` and ``job_id``
 (``-`` when unknown), plus ``exc_info`` for an exception: a log shipper needs no parsing rules.

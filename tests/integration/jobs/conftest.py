@@ -136,21 +136,40 @@ class WorkerProcess(ServiceProcess):
         return self.process.pid
 
     def trainers(self) -> list[int]:
-        """Pids of this worker's spawned training children (not multiprocessing's helpers)."""
+        """Pids of this worker's training children: named ``fopro-train``, forked by the
+        worker's forkserver (so the worker's grandchildren), never its probe or helpers."""
         found = []
         for proc in Path("/proc").glob("[0-9]*"):
-            try:
-                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                command = (proc / "cmdline").read_bytes()
-            except (OSError, IndexError, ValueError):
-                continue
-            if parent == self.pid and b"spawn_main" in command:
+            stat = _stat(int(proc.name))
+            if stat is not None and stat[0] == "fopro-train" and self.pid in _ancestors(stat[1]):
                 found.append(int(proc.name))
         return found
 
     def kill9(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=10)
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """``(command name, parent pid)`` of a process from ``/proc/PID/stat``; None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    name, rest = text.split("(", 1)[1].rsplit(")", 1)
+    return name, int(rest.split()[1])
+
+
+def _ancestors(pid: int) -> list[int]:
+    """``pid`` and the pids above it, up to init."""
+    chain = []
+    while pid > 1 and len(chain) < 64:
+        chain.append(pid)
+        stat = _stat(pid)
+        if stat is None:
+            break
+        pid = stat[1]
+    return chain
 
 
 def pid_alive(pid: int) -> bool:

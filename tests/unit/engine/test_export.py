@@ -12,7 +12,8 @@ import timm
 import torch
 from torch import nn
 
-from foprokd.export import ExportParityError, export_student, load_exported
+from foprokd.errors import ExportParityError
+from foprokd.export import export_student, load_exported
 from foprokd.student import StudentClassifier
 from foprokd.zoo import IMAGENET_MEAN, IMAGENET_STD, PixelNormalisation
 
