@@ -32,6 +32,7 @@ and the supervisor requeues the job itself.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -46,7 +47,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from celery.signals import celeryd_after_setup, worker_shutting_down
+from celery.signals import celeryd_after_setup, worker_shutdown, worker_shutting_down
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -82,6 +83,7 @@ _draining = threading.Event()
 # quantization, the model card's plots). A name that fails to import is skipped by
 # multiprocessing; the child then imports it itself, slower but the same.
 PRELOAD = (
+    "workers.forkserver_init",  # first: the forkserver dies with its worker, even mid-import
     "workers.child",
     "workers.distillation",
     "torch.onnx",
@@ -100,8 +102,43 @@ _training.set_forkserver_preload(list(PRELOAD))
 @celeryd_after_setup.connect
 def _warm_training_runtime(**_: Any) -> None:
     """Start the training forkserver and wait until its imports are done, before this worker
-    takes its first task: a job's child then starts at once, while its lease is fresh."""
-    warm_training_runtime()
+    takes its first task: a job's child then starts at once, while its lease is fresh. A stop
+    asked meanwhile (SIGTERM, Ctrl-C) ends the worker without leaving the forkserver behind."""
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        warm_training_runtime()
+    except BaseException:
+        stop_training_runtime()
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+@worker_shutdown.connect
+def _stop_training_runtime(**_: Any) -> None:
+    stop_training_runtime()
+
+
+def stop_training_runtime() -> None:
+    """Stop this process's forkserver and multiprocessing's resource tracker and wait for both,
+    so that a stopped worker leaves no process behind. The tracker lives as long as any child
+    does, so it is left alone while one runs (a cold shutdown mid-task); that child and the
+    tracker end when this process exits."""
+    from multiprocessing import forkserver, resource_tracker
+
+    # Private, and stable since Python 3.8: multiprocessing has no public way to stop them.
+    server = forkserver._forkserver
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # it may be importing still; nothing else runs there
+        server._stop()  # type: ignore[attr-defined]
+    if not multiprocessing.active_children():  # else it would wait for them: they end with us
+        resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
 
 
 def warm_training_runtime() -> float:
