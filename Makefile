@@ -26,8 +26,10 @@ run: $(RUN_STAMP)
 
 ## test: install test tools and Chromium, make sure Postgres and Redis answer, lint, type-check,
 ## run every test
+# Two xdist processes: the job tests wait on workers and leases much of the time (see README).
+PYTEST_WORKERS ?= 2
 test: $(DEV_STAMP) services tools browser lint typecheck
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist load
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check .

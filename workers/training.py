@@ -107,6 +107,10 @@ def _warm_training_runtime(**_: Any) -> None:
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         warm_training_runtime()
+    except RuntimeError as exc:  # a worker that cannot train exits, so its supervisor sees it
+        log.critical("%s; this worker stops", exc)
+        stop_training_runtime()
+        raise SystemExit(1) from exc
     except BaseException:
         stop_training_runtime()
         raise

@@ -35,6 +35,9 @@ Deploy = Callable[..., Deployment]
 # The student alone (no teacher to load or run): the cheapest real training, and the faults
 # under test are in the machinery around it, the same for every method.
 METHOD = "bsm"
+# Nor an INT8 build after training: it is tested where it is the subject (tests/unit/students,
+# tests/integration/artifacts); here it would only add seconds to every job.
+FAULT_JOB_PARAMS = {"int8": "never"}
 
 
 @pytest.fixture
@@ -106,7 +109,16 @@ def deploy(
         client = stack.enter_context(TestClient(app, raise_server_exceptions=False))
         workers_env = env | {f"FOPRO_{k.upper()}": v for k, v in (worker_settings or {}).items()}
         name = "embedded" if embedded else "production"
-        deployed = Deployment(name, workers_env, client, store, key, dataset.id, tmp_path)
+        deployed = Deployment(
+            name,
+            workers_env,
+            client,
+            store,
+            key,
+            dataset.id,
+            tmp_path,
+            default_params=dict(FAULT_JOB_PARAMS),
+        )
         stack.callback(lambda: [worker.stop() for worker in deployed.workers])
         return deployed
 

@@ -86,9 +86,10 @@ def test_kill_9_twice_mid_job_still_succeeds_losing_at_most_the_epoch_in_flight(
 def test_sigterm_to_a_worker_stops_at_a_step_and_requeues_the_job_at_once(
     deploy: Deploy,
 ) -> None:
-    epochs = 3
+    epochs = 2
     # A long lease: the job must come back because the worker said so, not because it expired.
-    # 120 images in batches of 2: epochs of ~40 steps, so the signal lands inside one.
+    # 72 training images in batches of 2: epochs of 36 steps, so the signal lands inside the
+    # second (the last): the resumed run finishes that epoch from the step it stopped at.
     deployment = deploy(lease_seconds="120", per_class=30)
     worker = deployment.start_worker()
     job_id = deployment.submit(epochs=epochs, method=METHOD, params={"batch_size": 2}).json()["id"]

@@ -50,6 +50,8 @@ class Deployment:
     dataset_id: str
     log_dir: Path
     workers: list[WorkerProcess] = field(default_factory=list)
+    # Parameters of every job this deployment submits, over TEST_PARAMS (a call's win).
+    default_params: dict[str, Any] = field(default_factory=dict)
 
     def start_worker(self) -> WorkerProcess:
         worker = WorkerProcess.start_worker(self.env, self.log_dir, len(self.workers))
@@ -69,6 +71,7 @@ class Deployment:
         ``params`` override the test defaults."""
         params = {
             **TEST_PARAMS,
+            **self.default_params,
             "epochs": epochs,
             "allow_random_weights": random_weights,
             **(params or {}),
