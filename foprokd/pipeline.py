@@ -32,7 +32,7 @@ import torch
 from foprokd.atomic import write_json_atomic
 from foprokd.bundle import write_bundle
 from foprokd.catalog import ModelSpec
-from foprokd.checkpoint import load_checkpoint
+from foprokd.checkpoint import best_student_state, load_checkpoint
 from foprokd.data import LabelledImages
 from foprokd.errors import EngineError, ManifestInvalid
 from foprokd.evaluation import concat_images, evaluate_images, split_logits
@@ -546,7 +546,7 @@ def export_run(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
     """Re-export the best student of a run folder's checkpoint (default: ``run_dir/student``)."""
     run = json.loads((run_dir / RUN_FILE).read_text())
     payload = load_checkpoint(run_dir / CHECKPOINT_NAME)
-    state = payload["best"]["student"] or payload["student"]
+    state = best_student_state(payload) or payload["student"]
     classifier = build_classifier(run["student"], len(run["classes"]))
     classifier.load_state_dict(
         {k: v for k, v in state.items() if k.split(".", 1)[0] in _CLASSIFIER_MODULES}, strict=True

@@ -21,6 +21,7 @@ from torch import nn
 
 from foprokd.augment import BatchAugment
 from foprokd.checkpoint import (
+    best_student_state,
     capture_rng_state,
     load_checkpoint,
     restore_rng_state,
@@ -255,7 +256,7 @@ def _resume(
         global_step=payload["global_step"],
         best_epoch=best["epoch"],
         best_balanced_accuracy=best["balanced_accuracy"],
-        best_student=best["student"],
+        best_student=best_student_state(payload),
         history=[EpochSummary(**summary) for summary in payload["history"]],
         in_epoch=_InEpoch(**payload["in_epoch"]) if payload.get("in_epoch") else None,
     )
@@ -322,6 +323,11 @@ def train(
     checkpoint_path = Path(run_dir) / CHECKPOINT_NAME
 
     def checkpoint(rng: dict[str, Any], in_epoch: _InEpoch | None = None) -> None:
+        # At the end of the epoch that set the best, the best weights are the student's own:
+        # stored once (``best_student_state`` reads them back).
+        best_is_current = (
+            in_epoch is None and run.best_student is not None and run.best_epoch == run.epoch
+        )
         save_checkpoint(
             {
                 "config": config.to_dict(),
@@ -335,7 +341,8 @@ def train(
                 "best": {
                     "epoch": run.best_epoch,
                     "balanced_accuracy": run.best_balanced_accuracy,
-                    "student": run.best_student,
+                    "student": None if best_is_current else run.best_student,
+                    "student_is_current": best_is_current,
                 },
                 "history": [dataclasses.asdict(s) for s in run.history],
                 "in_epoch": dataclasses.asdict(in_epoch) if in_epoch is not None else None,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from foprokd.checkpoint import load_checkpoint
+from foprokd.checkpoint import best_student_state, load_checkpoint
 from foprokd.data import LabelledImages
 from foprokd.distillers import Distiller, EffectiveDistiller, build_distiller, train_step
 from foprokd.errors import (
@@ -250,7 +250,7 @@ def _assert_same_final_checkpoints(tmp_path: Path, result: TrainResult) -> dict[
     assert [{k: v for k, v in h.items() if k not in timing} for h in a["history"]] == [
         {k: v for k, v in h.items() if k not in timing} for h in b["history"]
     ]
-    assert _same(a["best"]["student"], _state(result.student))
+    assert _same(best_student_state(a), _state(result.student))
     return b
 
 
@@ -339,6 +339,42 @@ def test_resume_refuses_a_checkpoint_of_another_configuration(
         )
 
 
+def test_a_checkpoint_stores_the_best_weights_once_when_its_epoch_set_them(
+    splits: tuple[LabelledImages, LabelledImages],
+    tiny_teacher: FrozenTeacher,
+    make_student: StudentFactory,
+    tmp_path: Path,
+) -> None:
+    """After a best epoch the checkpoint's student is the best (no second copy); after any
+    other it keeps the best epoch's own weights, which a resume then returns."""
+    seen: list[tuple[bool, dict[str, Any]]] = []
+
+    class Keep(Recorder):
+        def on_checkpoint(self, path: Path, epoch: int, step: int) -> None:
+            super().on_checkpoint(path, epoch, step)
+            seen.append((self.summaries[-1].is_best, load_checkpoint(path)))
+
+    train(
+        _config("bsm", epochs=4, lr=3e-2),
+        *splits,
+        make_student(3, 256),
+        tiny_teacher,
+        run_dir=tmp_path,
+        callbacks=Keep(),
+    )
+    assert any(best for best, _ in seen)
+    best_weights = None
+    for is_best, payload in seen:
+        assert payload["best"]["student_is_current"] is is_best
+        assert (payload["best"]["student"] is None) is is_best
+        if is_best:
+            best_weights = payload["student"]
+        if best_weights is None:  # no epoch has been best yet
+            assert best_student_state(payload) is None
+        else:
+            assert _same(best_student_state(payload), best_weights)
+
+
 def test_best_validation_epoch_is_the_returned_student(
     splits: tuple[LabelledImages, LabelledImages],
     tiny_teacher: FrozenTeacher,
@@ -357,7 +393,7 @@ def test_best_validation_epoch_is_the_returned_student(
     assert result.best_balanced_accuracy == max(scores)
     checkpoint = load_checkpoint(result.checkpoint_path)
     assert checkpoint["best"]["epoch"] == result.best_epoch
-    assert _same(checkpoint["best"]["student"], _state(result.student))
+    assert _same(best_student_state(checkpoint), _state(result.student))
 
 
 def test_non_finite_loss_stops_training_naming_the_step(
