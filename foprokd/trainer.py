@@ -334,7 +334,8 @@ def train(
                 "classes": list(train_set.classes),
                 "epoch": run.epoch,
                 "global_step": run.global_step,
-                "student": _cpu_state(student),
+                # The best epoch's copy is this very state: reuse it rather than copy again.
+                "student": run.best_student if best_is_current else _cpu_state(student),
                 "distiller": distiller.checkpoint_state(),
                 "optimizer": optimizer.state_dict(),
                 "rng": rng,

@@ -29,7 +29,7 @@ from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
-NAME = "mobilenetv3_large_100"  # the smallest zoo model: 4.2 M parameters, a 17 MB file
+NAME = "mobilenetv3_small_100"  # the smallest zoo model: 1.5 M parameters, a 6 MB file
 REPO = STUDENTS[NAME].hf_hub_id
 PATH = f"/{REPO}/resolve/main/model.safetensors"
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

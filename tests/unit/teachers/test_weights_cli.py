@@ -18,7 +18,7 @@ from tests.conftest import Service
 from tests.unit.teachers.conftest import Malicious, state_dict_of
 
 runner = CliRunner()
-ZOO_NAME = "mobilenetv3_large_100"  # the smallest built-in model: 4.2 M parameters
+ZOO_NAME = "mobilenetv3_small_100"  # the smallest built-in model: 1.5 M parameters
 
 
 @pytest.fixture
