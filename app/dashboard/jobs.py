@@ -28,7 +28,7 @@ from app.deps import SessionDep, SettingsDep, StoreDep, actor_for
 from app.jobs import router as jobs_api
 from app.jobs import service as jobs_service
 from app.jobs.models import Job, JobStatus
-from app.jobs.schemas import JobCreate, Priority
+from app.jobs.schemas import JobCreate, JobOut, Priority
 from app.students import router as artifacts_api
 from app.teachers import router as teachers_api
 from foprokd.catalog import STUDENTS, find_weights
@@ -53,9 +53,9 @@ def _status_filter(value: str) -> JobStatus | None:
 
 def _jobs_table(session: Session, user: SignedIn, status: str, page_number: int) -> dict[str, Any]:
     limit, offset = list_window(page_number)
-    listing = jobs_api.list_jobs(
-        user.principal,
+    listing = jobs_service.list_jobs(
         session,
+        user.principal,
         status=_status_filter(status),
         dataset_id=None,
         limit=limit,
@@ -215,7 +215,7 @@ def _recent_events(session: Session, user: SignedIn, job_id: str) -> tuple[list[
 
 @router.get("/jobs/{job_id}")
 def job_page(request: Request, job_id: str, user: SignedInDep, session: SessionDep) -> Response:
-    job = jobs_api.read_job(job_id, user.principal, session)
+    job = JobOut.model_validate(jobs_service.get_job(session, user.principal, job_id))
     metrics = jobs_api.read_job_metrics(job_id, user.principal, session)
     events, events_total = _recent_events(session, user, job_id)
     try:

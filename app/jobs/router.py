@@ -10,7 +10,15 @@ from fastapi.responses import StreamingResponse
 from app.audit.service import AuditAction, record
 from app.core.events import EventOut, EventWindowDep, read_events
 from app.core.pagination import MAX_ROW_ID, MaxOffset, Page
-from app.deps import ActorDep, CurrentPrincipal, SessionDep, SettingsDep, StoreDep
+from app.deps import (
+    ActorDep,
+    CallerDep,
+    CurrentPrincipal,
+    SessionDep,
+    SettingsDep,
+    StoreDep,
+    in_one_hop,
+)
 from app.jobs import service
 from app.jobs.models import Job, JobEvent, JobStatus
 from app.jobs.schemas import JobCreate, JobMetricsOut, JobOut
@@ -48,23 +56,37 @@ def submit_job(
     return JobOut.model_validate(job)
 
 
+# The two routes dashboards poll do the key lookup and their queries in one thread hop (``Caller``).
+
+
 @router.get("")
-def list_jobs(
-    principal: CurrentPrincipal,
+async def list_jobs(
+    caller: CallerDep,
     session: SessionDep,
     status: JobStatus | None = None,
     dataset_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: MaxOffset = 0,
 ) -> Page[JobOut]:
-    return service.list_jobs(
-        session, principal, status=status, dataset_id=dataset_id, limit=limit, offset=offset
+    return await in_one_hop(
+        session,
+        lambda: service.list_jobs(
+            session,
+            caller.principal(),
+            status=status,
+            dataset_id=dataset_id,
+            limit=limit,
+            offset=offset,
+        ),
     )
 
 
 @router.get("/{job_id}")
-def read_job(job_id: str, principal: CurrentPrincipal, session: SessionDep) -> JobOut:
-    return JobOut.model_validate(service.get_job(session, principal, job_id))
+async def read_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
+    return await in_one_hop(
+        session,
+        lambda: JobOut.model_validate(service.get_job(session, caller.principal(), job_id)),
+    )
 
 
 @router.get("/{job_id}/events")
