@@ -15,6 +15,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ from app.students.models import Artifact
 from app.students.predict_limits import decode_reduced
 from app.students.schemas import ClassScore, ImagePrediction, PredictionsOut
 from foprokd.images import RESIZE_POLICY
+from foprokd.quantize import INT8_FILE
 
 CONFIG_FORMAT = "foprokd-student"
 ONNX_NAME = "student.onnx"
@@ -41,6 +43,21 @@ CACHED_SESSIONS = 4
 
 class StudentNotExported(Conflict):
     code = "student_not_exported"
+
+
+class Int8NotPublished(Conflict):
+    code = "int8_not_published"
+
+
+class Precision(StrEnum):
+    """Which exported model answers: the FP32 student, or its INT8 model where the job
+    published one (``int8: auto`` publishes it only when it passed the per-class gate)."""
+
+    fp32 = "fp32"
+    int8 = "int8"
+
+
+MODEL_FILES = {Precision.fp32: ONNX_NAME, Precision.int8: INT8_FILE}
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,7 @@ class StudentRuntime:
     sha256: str
     temperature: float = 1.0  # fitted on val by the engine; 1.0 for an uncalibrated export
     thresholds: dict[str, list[float | None]] = field(default_factory=dict)  # per profile
+    precision: Precision = Precision.fp32
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """images: float32 (N, 3, S, S) in [0, 1] -> calibrated softmax(logits / T) (N, C)."""
@@ -73,14 +91,20 @@ class StudentRuntimeCache:
         self._runtimes: OrderedDict[tuple[str, str], StudentRuntime] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, store: ObjectStore, onnx: Artifact, config: Artifact) -> StudentRuntime:
+    def get(
+        self,
+        store: ObjectStore,
+        onnx: Artifact,
+        config: Artifact,
+        precision: Precision = Precision.fp32,
+    ) -> StudentRuntime:
         key = (onnx.sha256, config.sha256)
         with self._lock:
             if key in self._runtimes:
                 self._runtimes.move_to_end(key)
                 return self._runtimes[key]
         # Loaded outside the lock: a slow load must not block predictions for other students.
-        runtime = load_runtime(store, onnx, config)
+        runtime = load_runtime(store, onnx, config, precision)
         with self._lock:
             self._runtimes[key] = runtime
             self._runtimes.move_to_end(key)
@@ -96,8 +120,11 @@ class StudentRuntimeCache:
 runtime_cache = StudentRuntimeCache()
 
 
-def load_runtime(store: ObjectStore, onnx: Artifact, config: Artifact) -> StudentRuntime:
-    """An onnxruntime session for the artifact ``onnx``, described by the artifact ``config``."""
+def load_runtime(
+    store: ObjectStore, onnx: Artifact, config: Artifact, precision: Precision = Precision.fp32
+) -> StudentRuntime:
+    """An onnxruntime session for the artifact ``onnx``, described by the artifact ``config``
+    (the FP32 student's: the INT8 model takes the same inputs and gives the same outputs)."""
     import onnxruntime
 
     described = json.loads(store.get_bytes(config.object_key))
@@ -121,6 +148,7 @@ def load_runtime(store: ObjectStore, onnx: Artifact, config: Artifact) -> Studen
         sha256=onnx.sha256,
         temperature=float(described.get("temperature") or 1.0),
         thresholds=dict(described.get("operating_points") or {}),
+        precision=precision,
     )
 
 
@@ -144,26 +172,42 @@ def top_k(probabilities: np.ndarray, classes: Sequence[str], k: int) -> list[lis
 
 
 def student_for_job(
-    session: Session, store: ObjectStore, *, team_id: str, job_id: str
+    session: Session,
+    store: ObjectStore,
+    *,
+    team_id: str,
+    job_id: str,
+    precision: Precision = Precision.fp32,
 ) -> StudentRuntime:
-    """The loaded student of the team's job ``job_id``: 404 for another team's job, 409 when
-    the job has no exported student."""
+    """The loaded student of the team's job ``job_id`` at ``precision``: 404 for another team's
+    job, 409 when the job has no exported student or, for INT8, published no INT8 model (the
+    message says why, from the job's INT8 record)."""
     job = get_owned(session, Job, job_id, team_id, what="job")
     exported = {
         artifact.name: artifact
         for artifact in session.scalars(
             select(Artifact).where(
-                Artifact.job_id == job.id, Artifact.name.in_([ONNX_NAME, CONFIG_NAME])
+                Artifact.job_id == job.id,
+                Artifact.name.in_([ONNX_NAME, CONFIG_NAME, MODEL_FILES[precision]]),
             )
         )
     }
-    if len(exported) < 2:
+    if ONNX_NAME not in exported or CONFIG_NAME not in exported:
         raise StudentNotExported(
             f"Job {job_id} has no exported student to predict with (the job is {job.status}); "
             "predictions are available once it has succeeded.",
             details={"job_id": job_id, "status": job.status},
         )
-    return runtime_cache.get(store, exported[ONNX_NAME], exported[CONFIG_NAME])
+    model = exported.get(MODEL_FILES[precision])
+    if model is None:
+        record = ((job.metrics or {}).get("trust") or {}).get("int8") or {}
+        reasons = [str(reason) for reason in record.get("reasons") or []]
+        why = "; ".join(reasons) if reasons else "the job recorded no INT8 decision"
+        raise Int8NotPublished(
+            f"Job {job_id} published no INT8 model ({why}); predict with precision=fp32.",
+            details={"job_id": job_id, "reasons": reasons},
+        )
+    return runtime_cache.get(store, model, exported[CONFIG_NAME], precision)
 
 
 def predict_batch(
@@ -200,6 +244,7 @@ def predict_batch(
         model_sha256=runtime.sha256,
         image_size=runtime.image_size,
         temperature=runtime.temperature,
+        precision=runtime.precision.value,
         threshold_profile=threshold_profile,
         predictions=predictions,
     )

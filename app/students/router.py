@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from enum import StrEnum
+from functools import partial
 from typing import Annotated, Any, BinaryIO
 
 import numpy as np
@@ -27,7 +28,12 @@ from app.deps import ActorDep, CurrentPrincipal, SessionDep, SettingsDep, StoreD
 from app.students.byte_ranges import RangeNotSatisfiable, parse_range
 from app.students.explain import check_profile, occlusion_plan
 from app.students.models import Artifact
-from app.students.predict import MAX_IMAGES_PER_REQUEST, predict_batch, student_for_job
+from app.students.predict import (
+    MAX_IMAGES_PER_REQUEST,
+    Precision,
+    predict_batch,
+    student_for_job,
+)
 from app.students.predict_limits import (
     IMAGE_FIELD,
     PredictBudget,
@@ -247,6 +253,14 @@ async def predict(
         int | None,
         Query(ge=1, le=1024, description="Occlusion patch side in px (default: S / 8)."),
     ] = None,
+    precision: Annotated[
+        Precision,
+        Query(
+            description="fp32: the student; int8: its INT8 model, where the job published one "
+            "(409 int8_not_published says why not). Temperature and operating points are the "
+            "FP32 student's, fitted on val."
+        ),
+    ] = Precision.fp32,
 ) -> PredictionsOut:
     """Top-k classes per image from the job's student.onnx, preprocessed as in training, with
     calibrated probabilities; optionally findings at an operating point and heat maps.
@@ -254,7 +268,14 @@ async def predict(
     The job, its student and the profile are checked before the body is read; images are then
     read and decoded one at a time within the request's budget (``app.students.predict_limits``)."""
     runtime = await run_in_threadpool(
-        student_for_job, session, store, team_id=principal.team_id, job_id=job_id
+        partial(
+            student_for_job,
+            session,
+            store,
+            team_id=principal.team_id,
+            job_id=job_id,
+            precision=precision,
+        )
     )
     if threshold_profile is not None:
         check_profile(threshold_profile, runtime.thresholds)
@@ -289,6 +310,12 @@ async def predict(
                 patch=occlusion_patch,
             )
         )
-    record(session, actor, AuditAction.job_predict, job_id, details={"images": len(names)})
+    record(
+        session,
+        actor,
+        AuditAction.job_predict,
+        job_id,
+        details={"images": len(names), "precision": precision.value},
+    )
     await run_in_threadpool(session.commit)
     return out

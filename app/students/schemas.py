@@ -57,7 +57,10 @@ class ImagePrediction(BaseModel):
 
 class PredictionsOut(BaseModel):
     job_id: str
-    model_sha256: str = Field(description="SHA-256 of the student.onnx that answered.")
+    model_sha256: str = Field(description="SHA-256 of the ONNX model that answered.")
+    precision: str = Field(
+        default="fp32", description="fp32 (student.onnx) or int8 (student.int8.onnx)."
+    )
     image_size: int = Field(description="Every image was resized to this square size.")
     temperature: float = Field(default=1.0, description="The calibration temperature applied.")
     threshold_profile: str | None = None

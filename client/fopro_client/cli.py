@@ -644,6 +644,10 @@ def predict(
         Path | None,
         typer.Option(help="Also compute occlusion heat maps and write them here as PNGs."),
     ] = None,
+    precision: Annotated[
+        str,
+        typer.Option(help="fp32 (the student) or int8 (its INT8 model, where the job has one)."),
+    ] = "fp32",
     as_json: JsonOpt = False,
 ) -> None:
     """Classify images with a finished job's student (run by the API; calibrated
@@ -655,6 +659,7 @@ def predict(
             top_k=top_k,
             threshold_profile=threshold_profile,
             explain=heat_maps is not None,
+            precision=precision,
         )
     if heat_maps is not None:
         heat_maps.mkdir(parents=True, exist_ok=True)

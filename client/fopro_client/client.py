@@ -519,10 +519,12 @@ class FoproClient:
         threshold_profile: str | None = None,
         explain: bool = False,
         patch: int | None = None,
+        precision: str = "fp32",
     ) -> Predictions:
         """Top-``top_k`` classes per image from the job's exported student (run by the API);
         ``threshold_profile`` (``sens90``, ``sens95``) adds findings at that operating point,
-        ``explain`` an occlusion heat map per image (``patch`` px squares)."""
+        ``explain`` an occlusion heat map per image (``patch`` px squares); ``precision="int8"``
+        asks for the job's INT8 model (a 409 ``int8_not_published`` says why it has none)."""
         images = [Path(p) for p in paths]
         if not images:
             raise ValueError("predict needs at least one image path")
@@ -551,6 +553,7 @@ class FoproClient:
                     **({"threshold_profile": threshold_profile} if threshold_profile else {}),
                     **({"explain": "occlusion"} if explain else {}),
                     **({"patch": patch} if patch is not None else {}),
+                    **({"precision": precision} if precision != "fp32" else {}),
                 },
                 files=parts,
                 idempotent=True,

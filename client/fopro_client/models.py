@@ -202,13 +202,14 @@ class ImagePrediction(ApiModel):
 
 
 class Predictions(ApiModel):
-    """Top-k classes per image from the job's ``student.onnx`` (probabilities calibrated by
-    its temperature)."""
+    """Top-k classes per image from the job's ``student.onnx``, or its ``student.int8.onnx``
+    with ``precision="int8"`` (probabilities calibrated by the student's temperature)."""
 
     job_id: str
     model_sha256: str
     image_size: int
     temperature: float = 1.0
+    precision: str = "fp32"
     threshold_profile: str | None = None
     predictions: list[ImagePrediction]
 

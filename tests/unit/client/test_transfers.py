@@ -209,6 +209,10 @@ def test_predict_sends_every_image_as_files(tmp_path: Path) -> None:
         'Content-Disposition: form-data; name="files"; filename="b.jpg"',
     ]
     assert server.requests[0].url.params["top_k"] == "1"
+    assert "precision" not in server.requests[0].url.params  # the server's default: fp32
+    with server.client() as client:
+        client.predict("job_1", images[:1], precision="int8")
+    assert server.requests[1].url.params["precision"] == "int8"
 
 
 def test_the_bundle_files_download_like_any_artifact(tmp_path: Path) -> None:

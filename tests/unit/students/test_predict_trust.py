@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 from pathlib import Path
 
 import numpy as np
+import onnxruntime
 import pytest
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from app.jobs.models import JobStatus
+from app.core.db import session_scope
+from app.jobs.models import Job, JobStatus
 from foprokd.calibration import softmax
 from foprokd.export import export_student
 from foprokd.image_cache import decode_image
+from foprokd.quantize import INT8_FILE, quantize_student
 from foprokd.student import StudentClassifier, build_classifier
 from tests.unit.students.conftest import (
     CLASSES,
@@ -125,3 +129,56 @@ def test_explain_occlusion_returns_a_png_per_image_within_the_cap(
     assert too_costly.status_code == 413
     assert "forward passes" in too_costly.json()["error"]["message"]
     assert _post(client, job, image, "explain=gradcam").status_code == 422
+
+
+@pytest.fixture(scope="module")
+def int8_file(
+    tmp_path_factory: pytest.TempPathFactory,
+    calibrated_student: tuple[StudentClassifier, dict[str, Path]],
+) -> Path:
+    out = tmp_path_factory.mktemp("int8") / INT8_FILE
+    rng = np.random.default_rng(3)
+    calibration = rng.integers(0, 256, (16, 3, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+    quantize_student(calibrated_student[1]["student.onnx"], out, calibration)
+    return out
+
+
+def test_precision_int8_answers_with_the_published_int8_model(
+    client: TestClient,
+    calibrated_student: tuple[StudentClassifier, dict[str, Path]],
+    int8_file: Path,
+    image: Path,
+) -> None:
+    team_id, headers = make_team_key("oncology-int8")
+    files = {**calibrated_student[1], INT8_FILE: int8_file}
+    job = FinishedJob(team_id, headers, add_job(team_id, JobStatus.succeeded, files), files)
+    fp32 = _post(client, job, image, f"top_k={len(CLASSES)}").json()
+    response = _post(client, job, image, f"top_k={len(CLASSES)}&precision=int8")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["precision"] == "int8"
+    assert fp32["precision"] == "fp32"
+    assert body["model_sha256"] == hashlib.sha256(int8_file.read_bytes()).hexdigest()
+    assert body["model_sha256"] != fp32["model_sha256"]
+    pixels = decode_image(image, IMAGE_SIZE)[None].astype(np.float32) / 255.0
+    session = onnxruntime.InferenceSession(str(int8_file), providers=["CPUExecutionProvider"])
+    expected = softmax(session.run(None, {"image": pixels})[0], TEMPERATURE)[0]
+    for score in body["predictions"][0]["top_k"]:
+        assert score["probability"] == pytest.approx(expected[score["index"]], abs=1e-5)
+
+
+def test_precision_int8_of_a_job_that_withheld_it_is_409_with_the_reason(
+    client: TestClient, job: FinishedJob, image: Path
+) -> None:
+    reason = "few-shot class bcc lost 12.0 points of recall (limit 5.0)"
+    with session_scope() as session:
+        row = session.get_one(Job, job.job_id)
+        row.metrics = {"trust": {"int8": {"published": False, "reasons": [reason]}}}
+    response = _post(client, job, image, "precision=int8")
+    assert response.status_code == 409
+    error = response.json()["error"]
+    assert error["code"] == "int8_not_published"
+    assert reason in error["message"]
+    assert error["details"]["reasons"] == [reason]
+    assert _post(client, job, image, "precision=int4").status_code == 422
+    assert _post(client, job, image, "precision=fp32").status_code == 200
