@@ -198,8 +198,11 @@ class Service:
 
 
 @contextmanager
-def deployment(log_dir: Path, stack: ExitStack) -> Iterator[tuple[dict[str, str], str, str]]:
-    """Postgres database, Redis, SeaweedFS and the API; yields (worker env, API url, db url)."""
+def deployment(
+    log_dir: Path, stack: ExitStack, train_threads: int = 0
+) -> Iterator[tuple[dict[str, str], str, str]]:
+    """Postgres database, Redis, SeaweedFS and the API; yields (worker env, API url, db url).
+    ``train_threads``: each training process's torch threads (0: torch's default)."""
     db_url = stack.enter_context(temporary_postgres_database())
     redis_server = RedisServer(free_port(), log_dir)
     redis_server.start()
@@ -220,6 +223,7 @@ def deployment(log_dir: Path, stack: ExitStack) -> Iterator[tuple[dict[str, str]
         "FOPRO_HEARTBEAT_SECONDS": "1",
         "FOPRO_RATE_LIMIT": "100000000/minute",  # the clients submit at once, as fast as they can
         "FOPRO_MAX_ACTIVE_JOBS": "100000000",
+        "FOPRO_TRAIN_THREADS": str(train_threads),
         "HF_HUB_CACHE": str(log_dir / "empty-hf-cache"),  # random weights, never a download
     }
     migrate = [sys.executable, "-m", "fopro", "migrate"]
@@ -518,6 +522,12 @@ def main() -> None:
         choices=sorted(STUDENTS),
         help="the jobs' student (default: the zoo's smallest)",
     )
+    parser.add_argument(
+        "--train-threads",
+        type=int,
+        help="torch threads per training process (default: CPUs / workers, as README "
+        "recommends for workers sharing a host; 0: torch's default, every core)",
+    )
     parser.add_argument("--no-kill-phase", dest="kill_phase", action="store_false")
     parser.add_argument(
         "--stall-timeout",
@@ -531,6 +541,7 @@ def main() -> None:
         parser.error("--jobs and --workers must be at least 2 (one worker is killed midway)")
     signal.signal(signal.SIGTERM, _raise_interrupt)  # stop everything as Ctrl-C does
     print(f"{args.jobs} jobs, {args.workers} workers, {os.cpu_count()} CPUs, "
+          f"train threads {args.train_threads if args.train_threads is not None else 'auto'}, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     with ExitStack() as stack:
         if args.log_dir is None:
@@ -538,7 +549,10 @@ def main() -> None:
         else:
             log_dir = args.log_dir
             log_dir.mkdir(parents=True, exist_ok=True)
-        env, url, db_url = stack.enter_context(deployment(log_dir, stack))
+        threads = args.train_threads
+        if threads is None:
+            threads = max(1, (os.cpu_count() or 1) // args.workers)
+        env, url, db_url = stack.enter_context(deployment(log_dir, stack, threads))
         key = make_admin_key(env)
         ingest = Worker.start(99, env, log_dir)
         try:

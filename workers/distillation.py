@@ -77,6 +77,16 @@ PHASE_EVENTS = {
 }
 
 
+def apply_thread_budget(threads: int) -> None:
+    """Give this training process's torch ``threads`` intra-op threads (``FOPRO_TRAIN_THREADS``);
+    0 keeps torch's default. Called in the child only: the worker itself never imports torch."""
+    if threads <= 0:
+        return
+    import torch
+
+    torch.set_num_threads(threads)
+
+
 def run_in_child(job_id: str, owner: str, run_dir: str) -> None:
     """In the training child (``workers.child.run_training``): run job ``job_id`` held by
     ``owner`` in the scratch folder ``run_dir`` (the supervisor removes it)."""
@@ -85,6 +95,7 @@ def run_in_child(job_id: str, owner: str, run_dir: str) -> None:
         signal.signal(signum, lambda *_: SHUTDOWN.set())
     logging.config.dictConfig(worker_log_config(job_id=job_id))
     settings = get_settings()
+    apply_thread_budget(settings.train_threads)
     run = DistillationRun(job_id, owner, settings, open_object_store(settings))
     run.execute(Path(run_dir))
 

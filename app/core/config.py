@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     # Several workers on one host need one port each (`fopro worker --metrics-port`).
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
     worker_metrics_host: str = "127.0.0.1"
+    # CPU threads of a job's training process (torch intra-op); 0 = torch's default, every core
+    # it sees. Several workers sharing a host should split its cores between them: 4 training
+    # processes of 2 threads each on 2 cores ran 2.2x slower than with 1 thread each
+    # (BENCHMARKS.md, the scale bench). A container's CPU quota is not seen by torch either.
+    train_threads: int = Field(default=0, ge=0, le=1024)
 
     max_upload_bytes: int = Field(default=20 * 1024**3, gt=0)
     max_file_bytes: int = Field(default=64 * 1024**2, gt=0)

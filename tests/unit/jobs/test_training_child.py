@@ -60,3 +60,20 @@ def test_the_worker_process_never_imports_torch() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
     ).stdout.strip()
     assert found == ""
+
+
+def test_the_training_thread_budget_sets_torchs_threads_and_zero_keeps_its_default() -> None:
+    # In a fresh interpreter: torch's thread count is process-wide.
+    script = (
+        "import torch\n"
+        "from workers.distillation import apply_thread_budget\n"
+        "default = torch.get_num_threads()\n"
+        "apply_thread_budget(0)\n"
+        "assert torch.get_num_threads() == default\n"
+        "apply_thread_budget(1)\n"
+        "print(torch.get_num_threads())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == "1"
