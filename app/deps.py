@@ -120,7 +120,8 @@ class Caller:
     which do the lookup and their own queries in one thread hop (``in_one_hop``).
 
     Each hop through the threadpool cost about 0.5 ms on 2 busy cores (``bench.api_load``); a
-    sync ``CurrentPrincipal`` route takes three (the key, the route, the session's end)."""
+    sync read route with ``CurrentPrincipal`` takes four (the key, the route, its answer's
+    validation, the session's end)."""
 
     request: Request
     session: Session

@@ -42,7 +42,7 @@ def test_a_polled_job_route_takes_one_thread_hop(
     assert response.status_code == 200
     body = response.json()
     assert (body["id"] if route == "one" else body["items"][0]["id"]) == job.id
-    assert "RateLimit-Limit" in response.headers or "ratelimit-limit" in response.headers
+    assert "RateLimit-Limit" in response.headers  # the one hop still counts the request
     assert len(hops) == 1, hops
 
 
