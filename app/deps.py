@@ -19,7 +19,7 @@ from app.core.errors import Unauthenticated
 from app.core.ratelimit import STATE_KEY, key_rate_limiter
 from app.core.request_id import current_request_id
 from app.core.storage import ObjectStore, open_object_store
-from app.teams.service import Principal, authenticate
+from app.teams.service import Principal, authenticate, key_cache
 
 T = TypeVar("T")
 
@@ -91,7 +91,8 @@ def resolve_principal(
     """Resolve a bearer key to the caller's team and role (or 401), then count the key's
     request: 429 with ``Retry-After`` past ``FOPRO_RATE_LIMIT``. Blocks: the key lookup, and the
     limiter when its storage is Redis."""
-    principal = authenticate(session, token, settings.secret_key)
+    cache = key_cache(settings.key_cache_seconds)
+    principal = authenticate(session, token, settings.secret_key, cache)
     request.state.team_id = principal.team_id
     limiter = key_rate_limiter(settings.rate_limit, settings.rate_limit_storage_url)
     state = limiter.hit(principal.key_id)

@@ -253,6 +253,7 @@ def run_backend(
         "FOPRO_DATA_DIR": str(workdir / backend),
         "FOPRO_RATE_LIMIT": "100000000/minute",  # measure the API, not the rate limiter
         "FOPRO_MAX_ACTIVE_JOBS": "100000000",
+        "FOPRO_KEY_CACHE_SECONDS": str(args.key_cache_seconds),
     }
     with temporary_postgres_database() if backend == "postgres" else nullcontext("") as db_url:
         if backend == "postgres":
@@ -336,6 +337,13 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=2, help="uvicorn workers of each server")
+    parser.add_argument(
+        "--key-cache-seconds",
+        type=float,
+        default=5.0,
+        help="FOPRO_KEY_CACHE_SECONDS of our server: 5, as README recommends for production; "
+        "0 reads the key's row on every request",
+    )
     parser.add_argument("--log-dir", type=Path, help="keep data and server logs here")
     parser.add_argument(
         "--client",
@@ -352,7 +360,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     print(f"{args.clients} clients ({args.client}), {args.seconds:.0f} s per route, "
-          f"{args.workers} workers each, {os.cpu_count()} CPUs, "
+          f"{args.workers} workers each, key cache {args.key_cache_seconds:g} s, "
+          f"{os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     ratios: list[str] = []
     polled: list[str] = []

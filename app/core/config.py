@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     # Where the counts live: shared by every API process. Default: the broker's Redis when the
     # broker is Redis, else this process's memory (the embedded deployment has one API).
     rate_limit_storage_url: str = ""
+    # How long an API process may answer from a key it resolved recently instead of reading the
+    # key's row again (0: read it on every request). A revoke or rotation through this process's
+    # API takes effect at once; one made elsewhere (another API process, `fopro admin`) takes
+    # effect on this process within this many seconds. An expiry always takes effect at once.
+    key_cache_seconds: float = Field(default=0, ge=0, le=300)
     # How long a rotated key keeps working when the rotation does not say.
     key_rotation_grace_s: int = Field(default=24 * 3600, ge=0, le=30 * 24 * 3600)
 

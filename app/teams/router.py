@@ -22,7 +22,7 @@ from app.teams.schemas import (
     QuotasOut,
     QuotaUseOut,
 )
-from app.teams.service import active_key_count, create_api_key, rotate_api_key
+from app.teams.service import active_key_count, create_api_key, forget_key, rotate_api_key
 
 router = APIRouter(tags=["teams"])
 
@@ -111,6 +111,7 @@ def rotate_key(
     )
     record(session, actor, AuditAction.key_rotate, old.id, details={"replaced_by": new.id})
     session.commit()
+    forget_key(old.id)  # its cached entry holds the expiry from before the rotation
     return ApiKeyRotated(
         **ApiKeyOut.model_validate(new).model_dump(),
         key=plaintext,
@@ -128,4 +129,5 @@ def revoke_key(
         key.revoked_at = utcnow()
         record(session, actor, AuditAction.key_revoke, key.id)
     session.commit()
+    forget_key(key.id)
     return ApiKeyOut.model_validate(key)

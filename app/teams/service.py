@@ -1,13 +1,20 @@
 """Creating teams, issuing, rotating and revoking keys, and resolving a presented key to its team.
 
-``authenticate`` reads the key's row on every request and nothing about keys is cached in the
-process, so a revoke or an expiry takes effect at once on every API process."""
+``authenticate`` reads the key's row on every request, unless it is given a ``KeyCache``
+(``FOPRO_KEY_CACHE_SECONDS`` > 0): then a key this process resolved in the last few seconds is
+answered from memory. An expiry is checked on every request either way; a revoke or rotation
+through this process's API forgets the key at once, one made elsewhere is seen when the entry
+ages out."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from time import monotonic
 
+from cachetools import TTLCache
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -179,12 +186,81 @@ def revoke_api_key(session: Session, prefix_or_id: str) -> ApiKey:
     return key
 
 
-def authenticate(session: Session, presented: str, secret: str) -> Principal:
+@dataclass(frozen=True)
+class _Resolved:
+    principal: Principal
+    expires_at: datetime | None
+
+
+class KeyCache:
+    """Keys this process resolved in the last ``ttl`` seconds, by digest (never the key itself);
+    only keys that worked are kept, at most ``maxsize`` of them. Thread-safe: the API resolves
+    keys in its threadpool."""
+
+    def __init__(
+        self, ttl: float, maxsize: int = 10_000, timer: Callable[[], float] = monotonic
+    ) -> None:
+        self._entries: TTLCache[str, _Resolved] = TTLCache(maxsize, ttl, timer=timer)
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> _Resolved | None:
+        with self._lock:
+            return self._entries.get(digest)
+
+    def put(self, digest: str, resolved: _Resolved) -> None:
+        with self._lock:
+            self._entries[digest] = resolved
+
+    def forget(self, key_id: str) -> None:
+        with self._lock:
+            for digest in [d for d, r in self._entries.items() if r.principal.key_id == key_id]:
+                del self._entries[digest]
+
+
+_caches: dict[float, KeyCache] = {}
+_caches_lock = threading.Lock()
+
+
+def key_cache(ttl: float) -> KeyCache | None:
+    """This process's cache for ``FOPRO_KEY_CACHE_SECONDS`` = ``ttl``; None when it is 0."""
+    if ttl <= 0:
+        return None
+    with _caches_lock:
+        cache = _caches.get(ttl)
+        if cache is None:
+            cache = _caches[ttl] = KeyCache(ttl)
+        return cache
+
+
+def forget_key(key_id: str) -> None:
+    """Drop ``key_id`` from this process's caches: after its revoke or rotation is committed."""
+    with _caches_lock:
+        caches = list(_caches.values())
+    for cache in caches:
+        cache.forget(key_id)
+
+
+def authenticate(
+    session: Session, presented: str, secret: str, cache: KeyCache | None = None
+) -> Principal:
     """Resolve a bearer key to its principal; unknown, revoked or expired keys raise
-    Unauthenticated. Notes the key's use at most once a minute (``last_used_at``)."""
+    Unauthenticated. Notes the key's use at most once a minute (``last_used_at``). With
+    ``cache``, a key resolved in the last ``cache.ttl`` seconds is not read again."""
     if not looks_like_api_key(presented):
         raise Unauthenticated("Malformed API key. Send `Authorization: Bearer fpk_...`.")
-    key = session.scalar(select(ApiKey).where(ApiKey.digest == key_digest(presented, secret)))
+    digest = key_digest(presented, secret)
+    if cache is not None:
+        known = cache.get(digest)
+        if known is not None and (known.expires_at is None or known.expires_at > utcnow()):
+            return known.principal
+    principal, expires_at = _authenticate_row(session, digest)
+    if cache is not None:
+        cache.put(digest, _Resolved(principal, expires_at))
+    return principal
+
+
+def _authenticate_row(session: Session, digest: str) -> tuple[Principal, datetime | None]:
+    key = session.scalar(select(ApiKey).where(ApiKey.digest == digest))
     if key is None:
         raise Unauthenticated("Unknown API key. Ask your team admin for a key.")
     if key.revoked_at is not None:
@@ -212,4 +288,7 @@ def authenticate(session: Session, presented: str, secret: str) -> Principal:
             .execution_options(synchronize_session=False)
         )
         session.commit()
-    return Principal(team_id=key.team_id, key_id=key.id, role=Role(key.role), key_prefix=key.prefix)
+    principal = Principal(
+        team_id=key.team_id, key_id=key.id, role=Role(key.role), key_prefix=key.prefix
+    )
+    return principal, key.expires_at
