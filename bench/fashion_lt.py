@@ -113,9 +113,9 @@ class BenchSettings:
     teacher_recipe: str = "cosine"
     test_images: int | None = None  # None = the full 10k test set
     distill_weight: float = TrainConfig().distill_weight  # λ of the EKD cosine term
-    # The students' CPU precision: fp32 (the engine's default) or, with ``--cpu-bf16``, bf16
-    # autocast + channels_last, to check the two agree on accuracy.
-    cpu_bf16: bool = False
+    # The students' CPU precision: the engine's default (bf16 autocast + channels_last on a CPU
+    # with native bf16 kernels, else fp32) or, with ``--cpu-fp32``, fp32: to check the two agree.
+    cpu_bf16: bool = TrainConfig().cpu_bf16
     # δ of the FPG's teacher-statistics term (TrainConfig.fpg_statistics_weight; 0 = the paper).
     fpg_statistics_weight: float = 0.0
 
@@ -544,7 +544,10 @@ def protocol_parser(doc: str | None, out: str) -> argparse.ArgumentParser:
         "--teacher-recipe", choices=("engine", "cosine"), help="override how the teacher trains"
     )
     parser.add_argument(
-        "--cpu-bf16", action="store_true", help="students in bf16 autocast + channels_last on CPU"
+        "--cpu-fp32",
+        action="store_true",
+        help="students in fp32 on CPU (default: the engine's, bf16 autocast + channels_last "
+        "where the CPU has native bf16 kernels)",
     )
     parser.add_argument(
         "--fpg-statistics-weight",
@@ -579,7 +582,7 @@ def protocol_settings(args: argparse.Namespace) -> BenchSettings:
         "teacher_epochs": args.teacher_epochs,
         "distill_weight": args.distill_weight,
         "teacher_recipe": args.teacher_recipe,
-        "cpu_bf16": True if args.cpu_bf16 else None,
+        "cpu_bf16": False if args.cpu_fp32 else None,
         "fpg_statistics_weight": args.fpg_statistics_weight,
     }
     return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})

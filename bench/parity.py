@@ -210,8 +210,9 @@ def service_student(
                     "image_size": settings.image_size,
                     "seed": seed,
                     "allow_random_weights": True,
-                    # The service's default precision (fp32 on CPU) unless --cpu-bf16.
-                    **({"cpu_bf16": True} if settings.cpu_bf16 else {}),
+                    # The service's default precision (bf16 on a CPU with native bf16
+                    # kernels, else fp32) unless --cpu-fp32.
+                    **({} if settings.cpu_bf16 else {"cpu_bf16": False}),
                 },
             },
         ).raise_for_status()

@@ -55,10 +55,11 @@ def precision_for(settings: PrecisionSettings, device: torch.device) -> Precisio
     """The run's precision from its settings (a ``TrainConfig``) and the hardware.
 
     CUDA: bf16 autocast with ``amp`` where supported, channels_last with ``channels_last``.
-    CPU: fp32 unless ``cpu_bf16`` is set and the CPU has native bf16 kernels; channels_last only
-    together with bf16 (oneDNN's fp32 convolutions here were 2x slower in NHWC, its bf16 ones
-    faster: ``bench/cpu_speed.py``). CPU bf16 is opt-in because this CPU's oneDNN returned
-    garbage bf16 gradients (~1e30) for strided convolutions on 1x1 feature maps (BENCHMARKS.md).
+    CPU: bf16 with ``cpu_bf16`` (the default) where the CPU has native bf16 kernels, else fp32;
+    channels_last only together with bf16 (oneDNN's fp32 convolutions here were 2x slower in
+    NHWC, its bf16 ones faster: ``bench/cpu_speed.py``). The trainer checks bf16 gradients
+    against fp32 first, because oneDNN returned garbage bf16 gradients (~1e30) for strided
+    convolutions on 1x1 feature maps (BENCHMARKS.md).
     """
     if device.type == "cuda":
         autocast = settings.amp and has_fast_bf16(device)

@@ -126,6 +126,16 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
+def _total_stride(student: Student) -> int:
+    """How much the student's backbone downsamples (timm's ``feature_info``; 32 when unknown,
+    as for every zoo student)."""
+    info = getattr(student.backbone, "feature_info", None)
+    try:
+        return int(info[-1]["reduction"])  # type: ignore[index]
+    except (TypeError, KeyError, IndexError, ValueError):
+        return 32
+
+
 def bf16_gradients_agree(
     student: Student, train_set: LabelledImages, batch_size: int, *, max_error: float = 4.0
 ) -> bool:
@@ -293,6 +303,11 @@ def train(
     distiller = build_distiller(config, student, teacher, log_class_prior(train_set.class_counts()))
     distiller.to(device)
     precision = precision_for(config, device)
+    if precision.autocast and device.type == "cpu" and config.image_size < _total_stride(student):
+        # Its last strided convolution would see a 1x1 map: the oneDNN bf16 fault's home. One
+        # such run passed the gradient check and went NaN two steps later. fp32, silently: it
+        # is a choice of kernels for small images, not a fault of the user's run.
+        precision = Precision(autocast=False, channels_last=False)
     if (
         precision.autocast
         and device.type == "cpu"

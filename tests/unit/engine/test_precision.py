@@ -54,10 +54,9 @@ def _faulty(student: Student) -> Student:
 
 def test_precision_follows_the_settings_and_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "has_fast_bf16", lambda device: True)
-    default = TrainConfig()
-    assert precision_for(default, CPU) == runtime.Precision(False, False)  # CPU bf16 is opt-in
-    opted = TrainConfig(cpu_bf16=True)
+    opted = TrainConfig()  # bf16 on a CPU with native bf16 kernels is the default
     assert precision_for(opted, CPU) == runtime.Precision(True, True)
+    assert precision_for(TrainConfig(cpu_bf16=False), CPU) == runtime.Precision(False, False)
     assert precision_for(opted.model_copy(update={"channels_last": False}), CPU) == (
         runtime.Precision(True, False)
     )
@@ -128,3 +127,38 @@ def test_training_falls_back_to_fp32_and_says_so(
     assert bool(warnings.messages) is faulty
     if faulty:
         assert "fp32" in warnings.messages[0]
+
+
+def test_images_smaller_than_the_students_stride_train_in_fp32_without_a_warning(
+    make_student: StudentFactory,
+    make_split: SplitFactory,
+    tiny_teacher: FrozenTeacher,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # At 16 px the tiny student's last strided convolution sees a 1x1 map, where oneDNN's bf16
+    # kernel faulted on this CPU after passing the gradient check (NaN two steps later).
+    monkeypatch.setattr(runtime, "has_fast_bf16", lambda device: True)
+    used: list[bool] = []
+    real_step = trainer.train_step
+
+    def spy(*args: Any, autocast: bool = False, **kwargs: Any) -> dict[str, float]:
+        used.append(autocast)
+        return real_step(*args, autocast=autocast, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", spy)
+    warnings = _Warnings()
+    config = TrainConfig(method="ekd", epochs=1, batch_size=4, image_size=16, device="cpu")
+    assert config.cpu_bf16
+    train(
+        config,
+        make_split([6, 6], size=16),
+        make_split([2, 2], seed=1, size=16),
+        make_student(2, tiny_teacher.feature_dim),
+        tiny_teacher,
+        run_dir=tmp_path,
+        callbacks=warnings,
+    )
+    assert used
+    assert not any(used)
+    assert warnings.messages == []
