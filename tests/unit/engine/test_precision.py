@@ -87,6 +87,21 @@ class _Warnings(TrainCallbacks):
         self.messages.append(message)
 
 
+def _record_autocast(monkeypatch: pytest.MonkeyPatch, *, run_in_fp32: bool) -> list[bool]:
+    """Pretend this CPU has native bf16 kernels and record each train step's autocast flag;
+    with ``run_in_fp32`` the steps themselves still compute in fp32."""
+    monkeypatch.setattr(runtime, "has_fast_bf16", lambda device: True)
+    used: list[bool] = []
+    real_step = trainer.train_step
+
+    def spy(*args: Any, autocast: bool = False, **kwargs: Any) -> dict[str, float]:
+        used.append(autocast)
+        return real_step(*args, autocast=autocast and not run_in_fp32, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", spy)
+    return used
+
+
 @pytest.mark.parametrize("faulty", [False, True])
 def test_training_falls_back_to_fp32_and_says_so(
     faulty: bool,
@@ -96,15 +111,7 @@ def test_training_falls_back_to_fp32_and_says_so(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(runtime, "has_fast_bf16", lambda device: True)
-    used: list[bool] = []
-    real_step = trainer.train_step
-
-    def spy(*args: Any, autocast: bool = False, **kwargs: Any) -> dict[str, float]:
-        used.append(autocast)
-        return real_step(*args, autocast=False, **kwargs)  # keep the test's numbers fp32
-
-    monkeypatch.setattr(trainer, "train_step", spy)
+    used = _record_autocast(monkeypatch, run_in_fp32=True)  # keep the test's numbers fp32
     student = make_student(2, tiny_teacher.feature_dim)
     if faulty:
         student = _faulty(student)
@@ -138,15 +145,7 @@ def test_images_smaller_than_the_students_stride_train_in_fp32_without_a_warning
 ) -> None:
     # At 16 px the tiny student's last strided convolution sees a 1x1 map, where oneDNN's bf16
     # kernel faulted on this CPU after passing the gradient check (NaN two steps later).
-    monkeypatch.setattr(runtime, "has_fast_bf16", lambda device: True)
-    used: list[bool] = []
-    real_step = trainer.train_step
-
-    def spy(*args: Any, autocast: bool = False, **kwargs: Any) -> dict[str, float]:
-        used.append(autocast)
-        return real_step(*args, autocast=autocast, **kwargs)
-
-    monkeypatch.setattr(trainer, "train_step", spy)
+    used = _record_autocast(monkeypatch, run_in_fp32=False)
     warnings = _Warnings()
     config = TrainConfig(method="ekd", epochs=1, batch_size=4, image_size=16, device="cpu")
     assert config.cpu_bf16
