@@ -105,8 +105,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    paths = export_run(args.run, args.out)
-    print("exported: " + ", ".join(str(p) for p in paths.values()))
+    bar = ProgressBar(enabled=not args.quiet)
+    try:
+        paths = export_run(
+            args.run,
+            args.out,
+            data_root=args.data,
+            cache_dir=args.cache_dir,
+            on_decode=bar.on_decode,
+        )
+    finally:
+        bar.close()
+    print("exported: " + ", ".join(str(p) for p in paths))
     return 0
 
 
@@ -228,9 +238,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, help="report JSON (default: next to the model)")
     evaluate.set_defaults(handler=_cmd_evaluate)
 
-    export = commands.add_parser("export", help="re-export the best student of a run folder")
+    export = commands.add_parser(
+        "export",
+        help="re-export the best student of a run folder: re-evaluated, calibrated, INT8-gated, "
+        "bundled and carded as the run did",
+    )
     export.add_argument("--run", type=Path, required=True)
     export.add_argument("--out", type=Path, help="export folder (default: RUN/student)")
+    export.add_argument(
+        "--data", type=Path, help="where the run's images are now (default: the recorded root)"
+    )
+    export.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
+    export.add_argument("--quiet", action="store_true", help="no progress bars")
     export.set_defaults(handler=_cmd_export)
 
     verify = commands.add_parser(

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import torch
 
 from foprokd.atomic import write_json_atomic
-from foprokd.bundle import write_bundle
+from foprokd.bundle import BUNDLE_FILE, write_bundle
 from foprokd.catalog import ModelSpec
 from foprokd.checkpoint import best_student_state, load_checkpoint
 from foprokd.data import LabelledImages
@@ -40,7 +40,7 @@ from foprokd.export import FILE_NAMES, export_student, load_exported
 from foprokd.hyperparams import TEACHER_METHODS, TrainConfig
 from foprokd.image_cache import ImageCache
 from foprokd.images import RESIZE_POLICY
-from foprokd.manifest import ManifestRow, save_manifest
+from foprokd.manifest import ManifestRow, read_manifest, save_manifest
 from foprokd.metrics import classification_report
 from foprokd.model_card import build_model_card, write_model_card
 from foprokd.quantize import (
@@ -54,7 +54,7 @@ from foprokd.quantize import (
 from foprokd.runtime import seed_everything
 from foprokd.splits import SPLITS, describe_split
 from foprokd.student import Student, build_classifier, build_student
-from foprokd.trainer import CHECKPOINT_NAME, TrainCallbacks, TrainResult, train
+from foprokd.trainer import CHECKPOINT_NAME, EpochSummary, TrainCallbacks, TrainResult, train
 from foprokd.trust import assess, config_entries
 from foprokd.trust import summary as trust_summary
 from foprokd.zoo import FrozenTeacher, load_teacher, resolve_spec, resolve_weights
@@ -236,7 +236,6 @@ def run_distillation(
     student = build(len(splits.classes))
     if splits.rows is not None:
         save_manifest(splits.rows, out_dir / MANIFEST_FILE)
-    train_counts = splits.train.class_counts()
     write_json_atomic(out_dir / RUN_FILE, _run_record(request, splits, teacher_dim, student_init))
 
     callbacks.on_phase("training")
@@ -254,38 +253,10 @@ def run_distillation(
     train_seconds = time.perf_counter() - start
 
     callbacks.on_phase("evaluating")
-    evaluated_split = "test" if len(splits.test) else "val"
-    if evaluated_split == "val":
+    if not len(splits.test):
         callbacks.on_warning("The dataset has no test split: reported on val.")
     classifier = result.student.classifier()
-    evaluated = splits.test if len(splits.test) else splits.val
-    val_logits = split_logits(
-        classifier, splits.val, batch_size=config.eval_batch_size, device=config.device
-    )
-    eval_logits = (
-        val_logits
-        if evaluated is splits.val
-        else split_logits(
-            classifier, evaluated, batch_size=config.eval_batch_size, device=config.device
-        )
-    )
-    report = classification_report(
-        evaluated.labels.numpy(),
-        eval_logits.argmax(axis=1),
-        splits.classes,
-        train_counts=train_counts,
-    )
-    trust = assess(
-        val_logits=val_logits,
-        val_labels=splits.val.labels.numpy(),
-        eval_logits=eval_logits,
-        eval_labels=evaluated.labels.numpy(),
-        class_names=splits.classes,
-        class_counts=_class_counts(splits),
-        evaluated_split=evaluated_split,
-        seed=config.seed,
-    )
-    report["intervals"] = trust.pop("intervals")
+    report, trust, evaluated_split = _evaluate(config, splits, classifier)
     teacher_name = _model_name(request.teacher) if teacher is not None else None
     metrics: dict[str, Any] = {
         "method": config.method,
@@ -304,13 +275,62 @@ def run_distillation(
     int8: dict[str, Any] | None = None
     if request.export:
         callbacks.on_phase("exporting")
-        files, int8 = _export(request, result, splits, teacher, metrics, trust)
+        trained = Trained(classifier, result.best_epoch, result.history)
+        files, int8 = _export(
+            request, out_dir / EXPORT_DIR, trained, splits, teacher, metrics, trust
+        )
         metrics["export"] = {path.name: str(path.relative_to(out_dir)) for path in files}
         if not int8["published"] and int8["mode"] != "never":
             callbacks.on_warning("INT8 model withheld: " + "; ".join(int8["reasons"]) + ".")
     metrics["trust"] = trust_summary(trust, int8)
     write_json_atomic(out_dir / METRICS_FILE, metrics)
     return DistillationOutcome(metrics, result, splits, teacher, files)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What export needs of a training run: the deployable classifier of its best epoch."""
+
+    classifier: torch.nn.Module
+    best_epoch: int
+    history: Sequence[EpochSummary]
+
+
+def _evaluate(
+    config: TrainConfig, splits: DatasetSplits, classifier: torch.nn.Module
+) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """Score ``classifier`` on test (val when there is no test split) and assess trust
+    (temperature fitted on val, operating points, intervals): (report, trust, evaluated split)."""
+    evaluated_split = "test" if len(splits.test) else "val"
+    evaluated = splits.test if len(splits.test) else splits.val
+    val_logits = split_logits(
+        classifier, splits.val, batch_size=config.eval_batch_size, device=config.device
+    )
+    eval_logits = (
+        val_logits
+        if evaluated is splits.val
+        else split_logits(
+            classifier, evaluated, batch_size=config.eval_batch_size, device=config.device
+        )
+    )
+    report = classification_report(
+        evaluated.labels.numpy(),
+        eval_logits.argmax(axis=1),
+        splits.classes,
+        train_counts=splits.train.class_counts(),
+    )
+    trust = assess(
+        val_logits=val_logits,
+        val_labels=splits.val.labels.numpy(),
+        eval_logits=eval_logits,
+        eval_labels=evaluated.labels.numpy(),
+        class_names=splits.classes,
+        class_counts=_class_counts(splits),
+        evaluated_split=evaluated_split,
+        seed=config.seed,
+    )
+    report["intervals"] = trust.pop("intervals")
+    return report, trust, evaluated_split
 
 
 def _teacher(
@@ -416,6 +436,9 @@ def _run_record(
         "train_counts": splits.train.class_counts(),
         "random_weights_allowed": request.allow_random_weights,
         "config": request.config.to_dict(),
+        "dataset": dict(request.dataset),
+        "provenance": dict(request.provenance),
+        "int8_gate": dataclasses.asdict(request.int8_gate),
     }
 
 
@@ -446,7 +469,8 @@ def dataset_content_hash(splits: DatasetSplits) -> str:
 
 def _export(
     request: DistillationRequest,
-    result: TrainResult,
+    out_dir: Path,
+    trained: Trained,
     splits: DatasetSplits,
     teacher: FrozenTeacher | None,
     metrics: Mapping[str, Any],
@@ -454,9 +478,9 @@ def _export(
 ) -> tuple[list[Path], dict[str, Any]]:
     """Export the best student (safetensors, TorchScript, ONNX with its temperature and
     operating points in config.json), its INT8 model when it passes the gate, the bundle
-    (``bundle.json`` + golden files) and the model card; return the files and the INT8 record."""
-    config, out_dir = request.config, request.out_dir / EXPORT_DIR
-    classifier = result.student.classifier()
+    (``bundle.json`` + golden files) and the model card into ``out_dir``; return the files and
+    the INT8 record."""
+    config, classifier = request.config, trained.classifier
     report, evaluated_split = metrics["report"], metrics["evaluated_split"]
     evaluated = splits.test if len(splits.test) else splits.val
     train_counts = splits.train.class_counts()
@@ -472,7 +496,7 @@ def _export(
             "teacher": metrics["teacher"],
             "student_init": metrics["student_init"],
             "train_counts": train_counts,
-            "best_epoch": result.best_epoch,
+            "best_epoch": trained.best_epoch,
             f"{evaluated_split}_balanced_accuracy": report["balanced_accuracy"],
             "resize_policy": RESIZE_POLICY,
             **config_entries(trust),
@@ -514,7 +538,7 @@ def _export(
             "student": metrics["student"],
             "student_init": metrics["student_init"],
             "method": config.method,
-            "best_epoch": result.best_epoch,
+            "best_epoch": trained.best_epoch,
             "hyper_parameters": config.to_dict(),
         },
     )
@@ -523,7 +547,7 @@ def _export(
     card = build_model_card(
         report=report,
         evaluated_split=evaluated_split,
-        history=result.history,
+        history=list(trained.history),
         dataset={
             **dict(request.dataset),
             "split": {**recorded, **measured},
@@ -542,29 +566,106 @@ def _export(
     return list(dict.fromkeys([*files, *write_model_card(out_dir, card).values()])), int8
 
 
-def export_run(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
-    """Re-export the best student of a run folder's checkpoint (default: ``run_dir/student``)."""
-    run = json.loads((run_dir / RUN_FILE).read_text())
+class RunNotReexportable(EngineError):
+    """A run folder whose images cannot be found again (or are not the ones it trained on)."""
+
+
+def export_run(
+    run_dir: Path,
+    out_dir: Path | None = None,
+    *,
+    data_root: Path | None = None,
+    cache_dir: Path = DEFAULT_CACHE_DIR,
+    on_decode: ProgressFn | None = None,
+) -> list[Path]:
+    """Re-export the best student of a run folder's checkpoint as the run itself did (default
+    folder: ``run_dir/student``): re-evaluate it on the run's splits (``manifest.csv``, images
+    under ``data_root``, default the root ``run.json`` recorded), redo the trust assessment
+    (temperature, operating points, intervals), the INT8 gate, the bundle and the model card.
+    Returns the files written.
+
+    Raises ``RunNotReexportable`` when the run's images were given in memory, are not found, or
+    differ from those the run trained on (the bundle's dataset content hash).
+    """
+    try:
+        run = json.loads((run_dir / RUN_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise RunNotReexportable(f"{run_dir} is not a readable run folder ({exc})") from exc
+    if run.get("manifest") is None:
+        raise RunNotReexportable(
+            f"{run_dir} was trained on images given in memory (no {MANIFEST_FILE}): "
+            "there is nothing to re-evaluate the student on, so it cannot be re-exported"
+        )
+    root = data_root or (Path(run["data_root"]) if run.get("data_root") else None)
+    if root is None or not root.is_dir():
+        raise RunNotReexportable(
+            f"the images of {run_dir} are not at {root}: pass the folder that holds them (--data)"
+        )
+    config = TrainConfig.from_dict(run["config"])
     payload = load_checkpoint(run_dir / CHECKPOINT_NAME)
     state = best_student_state(payload) or payload["student"]
     classifier = build_classifier(run["student"], len(run["classes"]))
     classifier.load_state_dict(
         {k: v for k, v in state.items() if k.split(".", 1)[0] in _CLASSIFIER_MODULES}, strict=True
     )
-    return export_student(
-        classifier,
-        classes=run["classes"],
-        image_size=int(run["config"]["image_size"]),
-        arch=run["student"],
-        out_dir=out_dir or run_dir / EXPORT_DIR,
-        extra_config={
-            "method": run["config"]["method"],
-            "teacher": run["teacher"] if run["config"]["method"] in TEACHER_METHODS else None,
-            "student_init": run.get("student_init"),
-            "train_counts": run["train_counts"],
-            "best_epoch": payload["best"]["epoch"],
-        },
+    classifier.eval()
+    rows = read_manifest(run_dir / MANIFEST_FILE)
+    images = ManifestImages(root, rows, cache_dir=cache_dir, classes=run["classes"])
+    splits = images.load(config.image_size, on_decode)
+    recorded = _recorded_content_hash(run_dir / EXPORT_DIR)
+    if recorded is not None and recorded != dataset_content_hash(splits):
+        raise RunNotReexportable(
+            f"the images under {root} are not the ones {run_dir} was trained on (their content "
+            f"hash differs from the bundle's {recorded[:12]}…): re-exporting would publish "
+            "metrics and a calibration measured on other data"
+        )
+    request = DistillationRequest(
+        images=images,
+        out_dir=run_dir,
+        config=config,
+        teacher=run["teacher"],
+        student=run["student"],
+        split_seed=run.get("split_seed"),
+        dataset=run.get("dataset") or {},
+        provenance=run.get("provenance") or {},
+        int8_gate=Int8Gate(**run["int8_gate"]) if run.get("int8_gate") else Int8Gate(),
     )
+    report, trust, evaluated_split = _evaluate(config, splits, classifier)
+    uses_teacher = config.method in TEACHER_METHODS
+    metrics = {
+        "report": report,
+        "evaluated_split": evaluated_split,
+        "teacher": run["teacher"] if uses_teacher else None,
+        "student": run["student"],
+        "student_init": run.get("student_init"),
+    }
+    history = [EpochSummary(**summary) for summary in payload["history"]]
+    trained = Trained(classifier, int(payload["best"]["epoch"]), history)
+    teacher = _cost_teacher(run["teacher"]) if uses_teacher else None
+    files, _ = _export(
+        request, out_dir or run_dir / EXPORT_DIR, trained, splits, teacher, metrics, trust
+    )
+    return files
+
+
+def _recorded_content_hash(export_dir: Path) -> str | None:
+    """The dataset content hash in an earlier export's ``bundle.json`` (None when absent)."""
+    try:
+        bundle = json.loads((export_dir / BUNDLE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    value = bundle.get("provenance", {}).get("dataset_content_hash")
+    return str(value) if value else None
+
+
+def _cost_teacher(name: str) -> FrozenTeacher | None:
+    """The teacher's architecture for the card's cost comparison (parameters, FLOPs, latency
+    do not depend on weight values, so random weights measure the same); None when the name
+    is not a zoo or timm model."""
+    try:
+        return load_teacher(name, allow_random=True)
+    except (EngineError, RuntimeError, ValueError):
+        return None
 
 
 def evaluate_exported(

@@ -294,6 +294,7 @@ def build_int8(
         "reasons": [],
     }
     if mode == "never":
+        out.unlink(missing_ok=True)  # an earlier export's, when re-exporting into its folder
         record["reasons"] = ["the job asked for no INT8 model (int8: never)"]
         return record
     image_size = int(eval_images.shape[-1])
