@@ -234,17 +234,23 @@ def deployment(
     yield env, url, db_url
 
 
+def settings_for(env: dict[str, str]) -> Any:
+    """The ``Settings`` the deployment's processes read from ``env``."""
+    from app.core.config import Settings
+
+    return Settings.model_validate(
+        {k.removeprefix("FOPRO_").lower(): v for k, v in env.items() if k.startswith("FOPRO_")}
+    )
+
+
 def make_admin_key(env: dict[str, str]) -> str:
     from sqlalchemy.orm import Session
 
-    from app.core.config import Settings
     from app.core.db import make_engine
     from app.teams.models import Role
     from app.teams.service import create_api_key, create_team
 
-    settings = Settings.model_validate(
-        {k.removeprefix("FOPRO_").lower(): v for k, v in env.items() if k.startswith("FOPRO_")}
-    )
+    settings = settings_for(env)
     engine = make_engine(settings.database_url)
     with Session(engine) as session:
         team = create_team(session, "scale")
@@ -312,6 +318,59 @@ async def submit_all(
 
         await asyncio.gather(*(loop() for _ in range(clients)))
     return ids, failures
+
+
+async def delete_all(service: Service, job_ids: Sequence[str], clients: int) -> Counter[str]:
+    """DELETE every job over HTTP from ``clients`` connections; counts of the status codes."""
+    auth = {"Authorization": f"Bearer {service.key}"}
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    answers: Counter[str] = Counter()
+    remaining = iter(job_ids)
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+
+        async def loop() -> None:
+            for job_id in remaining:
+                try:
+                    response = await client.delete(f"{service.url}/v1/jobs/{job_id}", headers=auth)
+                except httpx.TransportError as exc:
+                    answers[type(exc).__name__] += 1
+                    continue
+                answers[str(response.status_code)] += 1
+
+        await asyncio.gather(*(loop() for _ in range(clients)))
+    return answers
+
+
+def job_objects(service: Service, job_ids: Sequence[str]) -> tuple[int, int]:
+    """(objects, bytes) the store holds under these jobs' prefixes (``teams/<t>/jobs/<id>/``)."""
+    from app.core.storage import open_object_store
+
+    wanted = set(job_ids)
+    count = size = 0
+    for info in open_object_store(settings_for(service.env)).list("teams/"):
+        parts = info.key.split("/")
+        if len(parts) > 3 and parts[2] == "jobs" and parts[3] in wanted:
+            count, size = count + 1, size + info.size
+    return count, size
+
+
+def clean_up(service: Service, job_ids: Sequence[str], clients: int) -> dict[str, Any]:
+    """Delete a phase's jobs through the API and check they leave no object behind: the
+    delete path at scale, and the disk the next phase needs (1,000 jobs hold about 30 GB)."""
+    objects, size = job_objects(service, job_ids)
+    began = time.monotonic()
+    answers = asyncio.run(delete_all(service, job_ids, clients))
+    seconds = time.monotonic() - began
+    left, _ = job_objects(service, job_ids)
+    print(f"deleted {answers.get('204', 0)}/{len(job_ids)} jobs ({objects} objects, "
+          f"{size / 1e9:.1f} GB) in {seconds:.1f} s; objects left: {left}", flush=True)  # fmt: skip
+    return {
+        "delete_answers": dict(answers),
+        "delete_s": round(seconds, 1),
+        "objects_before_delete": objects,
+        "bytes_before_delete": size,
+        "objects_left_after_delete": left,
+    }
 
 
 # --- one phase -----------------------------------------------------------------------------
@@ -469,6 +528,7 @@ def run_phase(
             raise RuntimeError("no worker was busy to kill: the kill phase tested nothing")
         report = phase_report(service, job_ids, seconds + submitted_s, killed)
         report |= {"submit_failures": dict(failures), "submit_s": round(submitted_s, 1)}
+        report |= clean_up(service, job_ids, args.clients)
         return report
     finally:
         for worker in workers:
