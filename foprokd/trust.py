@@ -79,6 +79,7 @@ def summary(trust: Mapping[str, Any], int8: Mapping[str, Any] | None) -> dict[st
             },
         },
         "small_classes": list(trust["small_classes"]),
+        "operating_points": _points_summary(trust["operating_points"]),
         "int8": None,
     }
     if int8 is not None:
@@ -102,3 +103,28 @@ def summary(trust: Mapping[str, Any], int8: Mapping[str, Any] | None) -> dict[st
                 "few"
             )
     return out
+
+
+def _points_summary(points: Mapping[str, Any]) -> dict[str, Any]:
+    """Per class: the AUCs and, per profile, the threshold chosen on val with the sensitivity
+    and specificity it gives on the reported split (the card also has the val rates)."""
+    split = points["reported_on"]
+    rows = []
+    for row in points["per_class"]:
+        at: dict[str, Any] = {}
+        for profile, point in row["operating_points"].items():
+            rates = point.get(split) or {}
+            at[profile] = {
+                "threshold": point["threshold"],
+                "sensitivity": rates.get("sensitivity"),
+                "specificity": rates.get("specificity"),
+            }
+        rows.append(
+            {"class": row["class"], "roc_auc": row["roc_auc"], "pr_auc": row["pr_auc"], "at": at}
+        )
+    return {
+        "chosen_on": points["chosen_on"],
+        "reported_on": split,
+        "profiles": dict(points["profiles"]),
+        "per_class": rows,
+    }

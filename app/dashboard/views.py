@@ -121,6 +121,9 @@ class TrustView:
     int8: dict[str, Any] | None
     # One line per split: (split, ["bcc (4)", ...]) for the classes it holds too few images of.
     small_splits: list[tuple[str, list[str]]]
+    # Per class AUCs and, per sensitivity profile, threshold / sensitivity / specificity
+    # (None for jobs that finished before the summary carried them).
+    operating_points: dict[str, Any] | None = None
 
 
 def small_splits(warnings: list[dict[str, Any]]) -> list[tuple[str, list[str]]]:
@@ -139,6 +142,7 @@ def trust_view(trust: dict[str, Any] | None) -> TrustView | None:
         calibration=dict(trust["calibration"]),
         int8=trust.get("int8"),
         small_splits=small_splits(list(trust.get("small_classes", []))),
+        operating_points=trust.get("operating_points"),
     )
 
 

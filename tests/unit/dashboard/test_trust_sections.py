@@ -77,6 +77,48 @@ def test_the_job_page_shows_calibration_int8_and_warnings(client: TestClient, te
     assert f"[{low:.3f}–{high:.3f}]" in html
 
 
+def _job_page(client: TestClient, team: Team, metrics: dict) -> str:
+    with get_sessionmaker()() as session:
+        job = session.get_one(Job, team.job_id)
+        job.status = JobStatus.succeeded.value
+        job.metrics = metrics
+        session.commit()
+    sign_in(client, team.viewer)
+    page = client.get(f"/jobs/{team.job_id}", headers=HTML)
+    assert page.status_code == 200
+    return page.text
+
+
+def test_the_job_page_shows_each_class_operating_points(client: TestClient, team: Team) -> None:
+    metrics = _metrics()
+    html = _job_page(client, team, metrics)
+    assert 'id="operating-points"' in html
+    points = metrics["trust"]["operating_points"]
+    assert points["reported_on"] == "test"
+    assert set(points["profiles"]) == {"sens90", "sens95"}
+    for row in points["per_class"]:
+        start = html.index(f'<tr data-class="{row["class"]}">')
+        cells = html[start : html.index("</tr>", start)]
+        assert f"{row['roc_auc']:.3f}" in cells
+        assert f"{row['pr_auc']:.3f}" in cells
+        for profile in points["profiles"]:
+            at = row["at"][profile]
+            # The val-chosen threshold reaches its target on val; on test it may not.
+            assert at["threshold"] is not None
+            for value in (at["threshold"], at["sensitivity"], at["specificity"]):
+                assert f"{value:.3f}" in cells
+
+
+def test_a_job_from_before_operating_points_shows_no_empty_table(
+    client: TestClient, team: Team
+) -> None:
+    metrics = _metrics()
+    del metrics["trust"]["operating_points"]
+    html = _job_page(client, team, metrics)
+    assert 'id="calibration"' in html
+    assert 'id="operating-points"' not in html
+
+
 def test_small_class_warnings_are_grouped_one_line_per_split() -> None:
     warnings = [
         {"split": "val", "class": "bcc", "images": 2},
