@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.core.errors import NotFound
@@ -24,11 +25,24 @@ def scoped(model: type[T], team_id: str) -> Select[T]:
     return select(model).where(column == team_id)
 
 
+@functools.cache
+def _owned_statement(model: type[Any]) -> Select[Any]:
+    """``SELECT model WHERE team_id = :team_id AND id = :object_id``, built once per model.
+
+    SQLAlchemy memoises a statement's cache key on the statement object; a statement built per
+    call recomputes it over every mapped column, which cost about as much as the query itself
+    on SQLite (``bench.api_load``'s GET /v1/jobs/{id}; BENCHMARKS.md)."""
+    return select(model).where(
+        model.team_id == bindparam("team_id"), model.id == bindparam("object_id")
+    )
+
+
 def get_owned(session: Session, model: type[T], object_id: str, team_id: str, *, what: str) -> T:
     """The row with ``object_id`` if it belongs to ``team_id``; otherwise 404 (never 403, so
     another team's ids are indistinguishable from ids that do not exist)."""
-    id_column: InstrumentedAttribute[str] = model.id
-    row = session.scalar(scoped(model, team_id).where(id_column == object_id))
+    row: T | None = session.scalar(
+        _owned_statement(model), {"team_id": team_id, "object_id": object_id}
+    )
     if row is None:
         raise NotFound(f"No {what} with id {object_id!r} in your team.")
     return row

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from time import monotonic
 
 from cachetools import TTLCache
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.core.db import utcnow
@@ -259,8 +259,13 @@ def authenticate(
     return principal
 
 
+# Built once: a statement built per request recomputes its SQLAlchemy cache key every time
+# (see ``app.core.tenancy._owned_statement``), and every uncached request looks its key up.
+_KEY_BY_DIGEST = select(ApiKey).where(ApiKey.digest == bindparam("digest"))
+
+
 def _authenticate_row(session: Session, digest: str) -> tuple[Principal, datetime | None]:
-    key = session.scalar(select(ApiKey).where(ApiKey.digest == digest))
+    key = session.scalar(_KEY_BY_DIGEST, {"digest": digest})
     if key is None:
         raise Unauthenticated("Unknown API key. Ask your team admin for a key.")
     if key.revoked_at is not None:
