@@ -30,7 +30,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,9 @@ class Result:
     latencies_s: list[float]
     errors: Counter[int]  # answers that were not 2xx, by status
     seconds: float
+    # When each request was sent, seconds after the run began (same order as latencies_s):
+    # tells a stall at the start (connections opening) from one in the middle.
+    sent_at_s: list[float] = field(default_factory=list)
 
     @property
     def rps(self) -> float:
@@ -60,11 +63,20 @@ class Result:
             return float("nan")
         return 1000 * statistics.quantiles(self.latencies_s, n=100)[int(q * 100) - 1]
 
+    def slow(self, over_s: float = 1.0) -> list[tuple[float, float]]:
+        """(sent at, latency) of every request slower than ``over_s``, slowest first."""
+        pairs = zip(self.sent_at_s, self.latencies_s, strict=False)
+        return sorted(((at, lat) for at, lat in pairs if lat > over_s), key=lambda p: -p[1])
+
     def line(self) -> str:
-        return (
+        text = (
             f"{self.name:<34} {self.rps:8.1f} req/s  p50 {self.quantile_ms(0.50):7.1f} ms  "
             f"p99 {self.quantile_ms(0.99):7.1f} ms  errors {dict(self.errors) or 0}"
         )
+        if slow := self.slow():
+            worst = ", ".join(f"{lat:.1f} s sent at +{at:.1f} s" for at, lat in slow[:3])
+            text += f"  ({len(slow)} over 1 s: {worst})"
+        return text
 
 
 @dataclass
@@ -135,6 +147,29 @@ def drive_wrk(
     return WrkResult(
         name, ok / (int(duration_us) / 1e6), float(p50_us) / 1e3, float(p99_us) / 1e3, errors
     )
+
+
+TCP_COUNTERS = ("ListenOverflows", "ListenDrops", "TCPSynRetrans", "TCPTimeouts")
+
+
+def tcp_counters() -> dict[str, int]:
+    """The kernel's TcpExt counters that a stalled connection shows up in (dropped SYNs retry
+    after 1, 3, 7, 15 s): {} where /proc/net/netstat is absent (not Linux)."""
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return {}
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
+        if names.startswith("TcpExt:"):
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=False))
+            return {name: int(table.get(name, 0)) for name in TCP_COUNTERS}
+    return {}
+
+
+def tcp_change(before: dict[str, int]) -> str:
+    after = tcp_counters()
+    moved = {k: after[k] - before[k] for k in after if k in before and after[k] != before[k]}
+    return f"  tcp: {moved}" if moved else ""
 
 
 def free_port() -> int:
@@ -224,6 +259,7 @@ async def drive(
         for _ in range(5):
             await request(client)
         latencies: list[float] = []
+        sent_at: list[float] = []
         errors: Counter[int] = Counter()
         stop = time.monotonic() + seconds
 
@@ -237,12 +273,13 @@ async def drive(
                 response = await request(client)
                 if response.is_success:
                     latencies.append(time.perf_counter() - started)
+                    sent_at.append(started - began_perf)
                 else:
                     errors[response.status_code] += 1
 
-        began = time.monotonic()
+        began, began_perf = time.monotonic(), time.perf_counter()
         await asyncio.gather(*(loop(interval * i / clients) for i in range(clients)))
-        return Result(name, latencies, errors, time.monotonic() - began)
+        return Result(name, latencies, errors, time.monotonic() - began, sent_at)
 
 
 def run_backend(
@@ -304,6 +341,7 @@ def run_backend(
             }
             for name, request in plan:
                 label = f"{backend}: {name}"
+                before = tcp_counters()
                 if args.client == "wrk":
                     url, payload = wrk_plan[name]
                     hdrs = None if name.startswith("bare") else auth
@@ -312,7 +350,7 @@ def run_backend(
                     )
                 else:
                     results[name] = asyncio.run(drive(label, args.clients, args.seconds, request))
-                print(results[name].line(), flush=True)
+                print(results[name].line() + tcp_change(before), flush=True)
             if args.poll_interval:
                 # Requests the closed loop left in flight (POSTs queue on the team lock) finish
                 # first, so the paced run measures reads alone.
@@ -320,10 +358,11 @@ def run_backend(
                 # What 50 people watching dashboards do: each client one request per interval.
                 for name, request in plan[1:3]:
                     label = f"{backend}: polled {name}"
+                    before = tcp_counters()
                     results[f"polled {name}"] = asyncio.run(
                         drive(label, args.clients, args.seconds, request, args.poll_interval)
                     )
-                    print(results[f"polled {name}"].line(), flush=True)
+                    print(results[f"polled {name}"].line() + tcp_change(before), flush=True)
         if backend == "postgres":
             import redis
 
