@@ -28,6 +28,7 @@ from app.jobs.metrics import JOB_SYSTEM
 from app.jobs.router import router as jobs_router
 from app.students.router import links as download_links_router
 from app.students.router import router as students_router
+from app.students.signing import router as signing_router
 from app.teachers.router import router as teachers_router
 from app.teams.router import router as teams_router
 
@@ -150,6 +151,7 @@ def create_app() -> FastAPI:
     app.include_router(jobs_router, prefix="/v1", responses=API_ERRORS)
     app.include_router(audit_router, prefix="/v1", responses=API_ERRORS)
     app.include_router(download_links_router)  # signed links: the token is the credential
+    app.include_router(signing_router)  # a public key: no credential
     install_dashboard(app)
     return app
 

@@ -95,6 +95,19 @@ def list_keys_cmd(team: str) -> None:
             typer.echo(f"{key.id}\t{key.prefix}\t{key.role}\t{state}\t{key.label or ''}")
 
 
+@admin.command("signing-key")
+def signing_key() -> None:
+    """Print the public key workers sign bundles with (PEM; created on first use), to hand to
+    clinic IT for `fopro verify-bundle DIR --public-key FILE`. Also at GET /v1/signing-key."""
+    from foprokd.signing import key_id, load_or_create_private_key, public_key_pem
+
+    path = get_settings().bundle_signing_key
+    assert path is not None  # filled by Settings
+    public = load_or_create_private_key(path).public_key()
+    typer.echo(f"# key id {key_id(public)} (private key: {path})", err=True)
+    typer.echo(public_key_pem(public), nl=False)
+
+
 @admin.command("purge-audit")
 def purge_audit_cmd(
     older_than_days: Annotated[

@@ -156,12 +156,26 @@ def verify_bundle_command(
     folder: Annotated[
         Path, typer.Argument(help="A student folder holding bundle.json and its files.")
     ],
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Also require bundle.sig.json to be signed by this key: PEM, or the JSON the "
+            "service's GET /v1/signing-key answers. Repeat to trust several."
+        ),
+    ] = None,
 ) -> None:
     """Prove this machine's onnxruntime gives the bundle's answers: every file's sha256, then
-    each model on the golden inputs against the golden outputs. Exit 1 when a check fails."""
+    each model on the golden inputs against the golden outputs; with --public-key, that the
+    service signed it. Exit 1 when a check fails."""
     from foprokd.bundle import verify_bundle
+    from foprokd.signing import SigningKeyInvalid, read_public_key_file
 
-    result = verify_bundle(folder)
+    try:
+        trusted = [read_public_key_file(path) for path in public_key or []] or None
+    except SigningKeyInvalid as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    result = verify_bundle(folder, trusted)
     for check in result.checks:
         typer.echo(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
     if not result.passed:

@@ -23,10 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from foprokd.atomic import write_json_atomic
 from foprokd.images import RESIZE_POLICY
 from foprokd.quantize import onnx_logits, stratified_sample
+from foprokd.signing import SIGNATURE_FILE, check_signature
 
 BUNDLE_FORMAT = "foprokd-bundle"
 BUNDLE_VERSION = 1
@@ -169,11 +171,28 @@ class BundleVerification:
         return bool(self.checks) and all(check.passed for check in self.checks)
 
 
-def verify_bundle(folder: Path) -> BundleVerification:
+def verify_bundle(
+    folder: Path, trusted_keys: Sequence[Ed25519PublicKey] | None = None
+) -> BundleVerification:
     """Check a bundle folder with onnxruntime and numpy alone: every file in ``bundle.json``
     has its recorded size and sha256, and every model reproduces its golden outputs on the
-    golden inputs within the recorded tolerance (and the same top-1 class)."""
+    golden inputs within the recorded tolerance (and the same top-1 class).
+
+    With ``trusted_keys`` (the service's public signing key), ``bundle.sig.json`` must also be a
+    valid signature of ``bundle.json`` by one of them: the files are then the ones the service
+    produced, not merely consistent with a ``bundle.json`` anyone could have rewritten."""
     result = BundleVerification()
+    if trusted_keys is not None:
+        signed = check_signature(folder, list(trusted_keys))
+        result.checks.append(BundleCheck(SIGNATURE_FILE, signed.passed, signed.detail))
+    elif (folder / SIGNATURE_FILE).exists():
+        result.checks.append(
+            BundleCheck(
+                SIGNATURE_FILE,
+                True,
+                "present, not checked: pass the service's public key to check who made this bundle",
+            )
+        )
     try:
         bundle = json.loads((folder / BUNDLE_FILE).read_text())
     except (OSError, ValueError) as exc:

@@ -27,6 +27,7 @@ from foprokd.pipeline import (
     run_distillation,
 )
 from foprokd.progress import ProgressBar
+from foprokd.signing import read_public_key_file
 from foprokd.splits import SPLITS
 from foprokd.synthetic import archive_kind, sample_dataset, write_archive
 from foprokd.trainer import CHECKPOINT_NAME
@@ -121,7 +122,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify_bundle(args: argparse.Namespace) -> int:
-    result = verify_bundle(args.folder)
+    trusted = [read_public_key_file(path) for path in args.public_key] or None
+    result = verify_bundle(args.folder, trusted)
     for check in result.checks:
         print(f"{'ok  ' if check.passed else 'FAIL'} {check.name}: {check.detail}")
     print(f"{args.folder}: the bundle {'verifies' if result.passed else 'does NOT verify'}.")
@@ -257,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="check a bundle's files (sha256) and golden outputs with onnxruntime",
     )
     verify.add_argument("folder", type=Path, help="a student folder holding bundle.json")
+    verify.add_argument(
+        "--public-key",
+        type=Path,
+        action="append",
+        default=[],
+        help="also require bundle.sig.json to be signed by this key (PEM, or the JSON of the "
+        "service's GET /v1/signing-key); repeat to trust several",
+    )
     verify.set_defaults(handler=_cmd_verify_bundle)
 
     sample = commands.add_parser(

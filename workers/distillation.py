@@ -40,11 +40,13 @@ from app.jobs.state import EventKind
 from app.students.models import Artifact
 from app.students.service import upload_artifact
 from app.teachers.service import resolve_teacher
+from foprokd.bundle import BUNDLE_FILE
 from foprokd.catalog import TEACHERS, ModelSpec
 from foprokd.errors import TrainingCancelled, TrainingSuspended
 from foprokd.hyperparams import TEACHER_METHODS
 from foprokd.pipeline import DistillationRequest, PipelineCallbacks, run_distillation
 from foprokd.quantize import Int8Gate
+from foprokd.signing import load_or_create_private_key, sign_bundle
 from foprokd.trainer import EpochSummary, Progress
 from foprokd.zoo import resolve_spec, resolve_weights
 from workers.dataset_cache import fetch_dataset
@@ -384,9 +386,15 @@ class DistillationRun:
         )
         outcome = run_distillation(request, JobCallbacks(self, watch))
 
+        files = list(outcome.files)
+        bundle = next((path for path in files if path.name == BUNDLE_FILE), None)
+        if bundle is not None:  # who made these files, for clinic IT (GET /v1/signing-key)
+            assert self.settings.bundle_signing_key is not None  # filled by Settings
+            key = load_or_create_private_key(self.settings.bundle_signing_key)
+            files.append(sign_bundle(bundle.parent, key))
         artifacts = [
             upload_artifact(self.store, team_id=self.team_id, job_id=self.job_id, path=path)
-            for path in outcome.files
+            for path in files
         ]
         metrics = {key: outcome.metrics[key] for key in JOB_METRICS}
         finished = {**self.training_progress, "percent": 100.0, "eta_s": 0.0}

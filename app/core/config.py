@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     # per request, over all its images (each image costs one pass per patch, plus one).
     explain_max_passes: int = Field(default=1024, ge=1)
 
+    # The Ed25519 key (PEM) workers sign each job's bundle.json with and the API publishes the
+    # public half of (GET /v1/signing-key). Created on first use; every API and worker process
+    # must see the same file (the embedded deployment's data dir, a shared volume in compose).
+    # Default: DATA_DIR/keys/bundle-signing-ed25519.pem.
+    bundle_signing_key: Path | None = None
+
     # Audit records older than this are purged (`fopro admin purge-audit`, and every reaper).
     audit_retention_days: int = Field(default=400, ge=1, le=36500)
 
@@ -155,6 +161,9 @@ class Settings(BaseSettings):
             redis = self.broker_url.startswith(("redis://", "rediss://"))
             self.rate_limit_storage_url = self.broker_url if redis else "memory://"
         _check_rate_limit(self.rate_limit)
+        if self.bundle_signing_key is None:
+            self.bundle_signing_key = data_dir / "keys" / "bundle-signing-ed25519.pem"
+        self.bundle_signing_key = self.bundle_signing_key.expanduser().resolve()
         if self.weights_dir is None:
             self.weights_dir = data_dir / "weights"
         self.weights_dir = self.weights_dir.expanduser().resolve()

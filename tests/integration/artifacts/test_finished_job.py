@@ -49,6 +49,7 @@ ARTIFACTS = {
     "training_curves.png",
     "reliability_diagram.png",
     "bundle.json",
+    "bundle.sig.json",
     "golden_inputs.npy",
     "golden_outputs.npy",
 }
@@ -133,6 +134,50 @@ def test_a_finished_job_delivers_what_it_promises(deployment: Deployment, tmp_pa
     )
     assert refused.returncode == 1
     assert "FAIL student.onnx" in refused.stdout
+
+    # ... and that this service made it: signed with the key GET /v1/signing-key publishes
+    # (no API key needed), which a forged bundle.json cannot carry.
+    published = deployment.client.get("/v1/signing-key")
+    assert published.status_code == 200, published.text
+    key_file = tmp_path / "signing-key.json"
+    key_file.write_text(published.text)
+    signature = json.loads((folder / "bundle.sig.json").read_text())
+    assert signature["key_id"] == published.json()["key_id"]
+    signed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fopro",
+            "verify-bundle",
+            str(folder),
+            "--public-key",
+            str(key_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    assert "ok   bundle.sig.json: valid signature" in signed.stdout
+    forged = tmp_path / "forged"
+    shutil.copytree(folder, forged)
+    (forged / "bundle.json").write_text((forged / "bundle.json").read_text().replace(" ", "  "))
+    unsigned = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fopro",
+            "verify-bundle",
+            str(forged),
+            "--public-key",
+            str(key_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert unsigned.returncode == 1
+    assert "FAIL bundle.sig.json" in unsigned.stdout
 
     # The deployable formats compute what the PyTorch student computes.
     exported = load_exported(folder)

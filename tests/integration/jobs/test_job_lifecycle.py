@@ -33,6 +33,7 @@ EXPORTED = {
     "training_curves.png",
     "reliability_diagram.png",
     "bundle.json",
+    "bundle.sig.json",
     "golden_inputs.npy",
     "golden_outputs.npy",
 }

@@ -223,6 +223,7 @@ def test_the_bundle_files_download_like_any_artifact(tmp_path: Path) -> None:
         for name in (
             "student.int8.onnx",
             "bundle.json",
+            "bundle.sig.json",
             "golden_inputs.npy",
             "golden_outputs.npy",
             "reliability_diagram.png",
