@@ -98,7 +98,8 @@ def list_keys_cmd(team: str) -> None:
 @admin.command("signing-key")
 def signing_key() -> None:
     """Print the public key workers sign bundles with (PEM; created on first use), to hand to
-    clinic IT for `fopro verify-bundle DIR --public-key FILE`. Also at GET /v1/signing-key."""
+    clinic IT for `fopro verify-bundle DIR --public-key FILE`. The API serves it too, at
+    GET /.well-known/fopro-signing-key."""
     from foprokd.signing import key_id, load_or_create_private_key, public_key_pem
 
     path = get_settings().bundle_signing_key

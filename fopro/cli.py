@@ -160,7 +160,7 @@ def verify_bundle_command(
         list[Path] | None,
         typer.Option(
             help="Also require bundle.sig.json to be signed by this key: PEM, or the JSON the "
-            "service's GET /v1/signing-key answers. Repeat to trust several."
+            "service's GET /.well-known/fopro-signing-key answers. Repeat to trust several."
         ),
     ] = None,
 ) -> None:

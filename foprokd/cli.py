@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         help="also require bundle.sig.json to be signed by this key (PEM, or the JSON of the "
-        "service's GET /v1/signing-key); repeat to trust several",
+        "service's GET /.well-known/fopro-signing-key); repeat to trust several",
     )
     verify.set_defaults(handler=_cmd_verify_bundle)
 

@@ -154,8 +154,8 @@ def check_signature(folder: Path, trusted: list[Ed25519PublicKey]) -> SignatureC
 
 
 def read_public_key_file(path: Path) -> Ed25519PublicKey:
-    """A trusted key from ``path``: PEM, or the JSON ``GET /v1/signing-key`` answers (saved
-    with ``curl .../v1/signing-key > key.json``)."""
+    """A trusted key from ``path``: PEM, or the JSON the service's
+    ``GET /.well-known/fopro-signing-key`` answers (``curl ... > key.json``)."""
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:

@@ -388,7 +388,7 @@ class DistillationRun:
 
         files = list(outcome.files)
         bundle = next((path for path in files if path.name == BUNDLE_FILE), None)
-        if bundle is not None:  # who made these files, for clinic IT (GET /v1/signing-key)
+        if bundle is not None:  # proof of origin for clinic IT
             assert self.settings.bundle_signing_key is not None  # filled by Settings
             key = load_or_create_private_key(self.settings.bundle_signing_key)
             files.append(sign_bundle(bundle.parent, key))

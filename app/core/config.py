@@ -121,8 +121,8 @@ class Settings(BaseSettings):
     explain_max_passes: int = Field(default=1024, ge=1)
 
     # The Ed25519 key (PEM) workers sign each job's bundle.json with and the API publishes the
-    # public half of (GET /v1/signing-key). Created on first use; every API and worker process
-    # must see the same file (the embedded deployment's data dir, a shared volume in compose).
+    # public half of (GET /.well-known/fopro-signing-key). Created on first use; every API and
+    # worker process must see the same file (the embedded data dir, a shared volume in compose).
     # Default: DATA_DIR/keys/bundle-signing-ed25519.pem.
     bundle_signing_key: Path | None = None
 

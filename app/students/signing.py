@@ -1,6 +1,7 @@
-"""``GET /v1/signing-key``: the public half of the key workers sign each job's ``bundle.json``
-with, so clinic IT can check a downloaded student folder came from this service
-(``fopro verify-bundle DIR --public-key key.pem``). Public by nature: no API key needed."""
+"""``GET /.well-known/fopro-signing-key``: the public half of the key workers sign each job's
+``bundle.json`` with, so clinic IT can check a downloaded student folder came from this service
+(``fopro verify-bundle DIR --public-key key.json``). Public by nature, so no API key: it lives
+under ``/.well-known/`` (RFC 8615), outside ``/v1``, whose routes all take one."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def signing_key_out(path: Path) -> SigningKeyOut:
     )
 
 
-@router.get("/v1/signing-key")
+@router.get("/.well-known/fopro-signing-key")
 def read_signing_key(settings: SettingsDep) -> SigningKeyOut:
     """The service's bundle-signing public key (created with the private key on first use)."""
     assert settings.bundle_signing_key is not None  # filled by Settings

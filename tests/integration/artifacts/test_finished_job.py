@@ -135,9 +135,9 @@ def test_a_finished_job_delivers_what_it_promises(deployment: Deployment, tmp_pa
     assert refused.returncode == 1
     assert "FAIL student.onnx" in refused.stdout
 
-    # ... and that this service made it: signed with the key GET /v1/signing-key publishes
-    # (no API key needed), which a forged bundle.json cannot carry.
-    published = deployment.client.get("/v1/signing-key")
+    # ... and that this service made it: signed with the key the service publishes at
+    # /.well-known/fopro-signing-key (no API key needed), which a forged bundle.json cannot carry.
+    published = deployment.client.get("/.well-known/fopro-signing-key")
     assert published.status_code == 200, published.text
     key_file = tmp_path / "signing-key.json"
     key_file.write_text(published.text)

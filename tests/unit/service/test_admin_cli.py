@@ -60,13 +60,14 @@ def test_the_signing_key_is_public_and_the_same_in_the_api_and_the_cli(
     from foprokd.signing import load_public_key
 
     with TestClient(create_app()) as client:
-        answer = client.get("/v1/signing-key")  # no API key: a public key is public
+        answer = client.get("/.well-known/fopro-signing-key")  # no API key: a public key is public
         assert answer.status_code == 200, answer.text
-        assert client.get("/v1/signing-key").json() == answer.json()
+        assert client.get("/.well-known/fopro-signing-key").json() == answer.json()
     printed = runner.invoke(cli, ["admin", "signing-key"])
     assert printed.exit_code == 0, printed.output
     assert printed.stdout == answer.json()["public_key_pem"]
     assert answer.json()["key_id"] in printed.stderr
     load_public_key(printed.stdout)
     path = get_settings().bundle_signing_key
-    assert path is not None and path.parent.parent == get_settings().data_dir
+    assert path is not None
+    assert path.parent.parent == get_settings().data_dir
