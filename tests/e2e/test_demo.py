@@ -124,8 +124,14 @@ def test_ctrl_c_mid_job_stops_every_process(tmp_path: Path) -> None:
         assert job_started.wait(timeout=DEMO_TIMEOUT_S), "".join(lines)[-3000:]
         time.sleep(3)  # let the worker claim it and start training
         proc.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends the demo
-        proc.wait(timeout=90)
-    except (AssertionError, subprocess.TimeoutExpired):
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                "the demo did not stop within 90 s of Ctrl-C; its output:\n"
+                + "".join(lines)[-3000:]
+            ) from None
+    except AssertionError:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
     finally:
