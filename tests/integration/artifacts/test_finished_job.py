@@ -83,6 +83,12 @@ def download_all(deployment: Deployment, job_id: str, into: Path) -> list[dict[s
     return list(rows.json())
 
 
+def verify_bundle(folder: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """``fopro verify-bundle FOLDER [options]`` as clinic IT runs it."""
+    command = [sys.executable, "-m", "fopro", "verify-bundle", str(folder), *options]
+    return subprocess.run(command, capture_output=True, text=True, check=False)
+
+
 # TorchScript is deprecated upstream, yet it is the format LibTorch deployments load.
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_a_finished_job_delivers_what_it_promises(deployment: Deployment, tmp_path: Path) -> None:
@@ -114,24 +120,14 @@ def test_a_finished_job_delivers_what_it_promises(deployment: Deployment, tmp_pa
     assert job["metrics"]["trust"]["int8"]["published"] == int8["published"]
 
     # Clinic IT proves its runtime gives the bundle's answers; a tampered model fails.
-    verified = subprocess.run(
-        [sys.executable, "-m", "fopro", "verify-bundle", str(folder)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    verified = verify_bundle(folder)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     tampered = tmp_path / "tampered"
     shutil.copytree(folder, tampered)
     model = bytearray((tampered / "student.onnx").read_bytes())
     model[-100] ^= 0x01
     (tampered / "student.onnx").write_bytes(bytes(model))
-    refused = subprocess.run(
-        [sys.executable, "-m", "fopro", "verify-bundle", str(tampered)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    refused = verify_bundle(tampered)
     assert refused.returncode == 1
     assert "FAIL student.onnx" in refused.stdout
 
@@ -143,39 +139,13 @@ def test_a_finished_job_delivers_what_it_promises(deployment: Deployment, tmp_pa
     key_file.write_text(published.text)
     signature = json.loads((folder / "bundle.sig.json").read_text())
     assert signature["key_id"] == published.json()["key_id"]
-    signed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fopro",
-            "verify-bundle",
-            str(folder),
-            "--public-key",
-            str(key_file),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    signed = verify_bundle(folder, "--public-key", str(key_file))
     assert signed.returncode == 0, signed.stdout + signed.stderr
     assert "ok   bundle.sig.json: valid signature" in signed.stdout
     forged = tmp_path / "forged"
     shutil.copytree(folder, forged)
     (forged / "bundle.json").write_text((forged / "bundle.json").read_text().replace(" ", "  "))
-    unsigned = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fopro",
-            "verify-bundle",
-            str(forged),
-            "--public-key",
-            str(key_file),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    unsigned = verify_bundle(forged, "--public-key", str(key_file))
     assert unsigned.returncode == 1
     assert "FAIL bundle.sig.json" in unsigned.stdout
 

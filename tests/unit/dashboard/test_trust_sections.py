@@ -49,15 +49,7 @@ def _metrics() -> dict:
 
 def test_the_job_page_shows_calibration_int8_and_warnings(client: TestClient, team: Team) -> None:
     metrics = _metrics()
-    with get_sessionmaker()() as session:
-        job = session.get_one(Job, team.job_id)
-        job.status = JobStatus.succeeded.value
-        job.metrics = metrics
-        session.commit()
-    sign_in(client, team.viewer)
-    page = client.get(f"/jobs/{team.job_id}", headers=HTML)
-    assert page.status_code == 200
-    html = page.text
+    html = _job_page(client, team, metrics)
     calibration = metrics["trust"]["calibration"]
     assert 'id="calibration"' in html
     assert f"{calibration['temperature']:.3f}" in html
