@@ -90,6 +90,9 @@ def demo(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # Python leaves SIGINT ignored when its parent ignored it (a test runner, `nohup`, some
+    # supervisors); Ctrl-C or `kill -INT` must still stop the demo and its children.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     run = DemoRun(data_dir, host, _choose_port(host, port))
     finished = False
     try:

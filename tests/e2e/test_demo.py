@@ -106,6 +106,9 @@ def test_ctrl_c_mid_job_stops_every_process(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        # Started with SIGINT ignored, as under some test runners and supervisors: Python then
+        # keeps ignoring it unless the demo installs its own handler (this test once hung so).
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     lines: list[str] = []
     job_started = threading.Event()
