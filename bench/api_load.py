@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
@@ -29,7 +30,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,9 @@ import httpx
 
 # The test suite's throwaway database (FOPRO_TEST_PG_ADMIN names the server).
 from tests.support.databases import temporary_postgres_database
+
+# One request of a route: the client and the extra headers to send (the request id).
+Request = Callable[[httpx.AsyncClient, dict[str, str]], Awaitable[httpx.Response]]
 
 REDIS_URL = os.environ.get("FOPRO_BENCH_REDIS", "redis://127.0.0.1:6379/15")
 SEEDED_JOBS = 200
@@ -53,6 +57,9 @@ class Result:
     # When each request was sent, seconds after the run began (same order as latencies_s):
     # tells a stall at the start (connections opening) from one in the middle.
     sent_at_s: list[float] = field(default_factory=list)
+    # The X-Request-ID each request carried (same order): a slow one can be found in the server's
+    # log, which names every request slower than ``slow_request_s`` with its id.
+    request_ids: list[str] = field(default_factory=list)
 
     @property
     def rps(self) -> float:
@@ -67,6 +74,11 @@ class Result:
         """(sent at, latency) of every request slower than ``over_s``, slowest first."""
         pairs = zip(self.sent_at_s, self.latencies_s, strict=False)
         return sorted(((at, lat) for at, lat in pairs if lat > over_s), key=lambda p: -p[1])
+
+    def slow_ids(self, over_s: float = 1.0) -> list[str]:
+        """The request ids of every request slower than ``over_s``."""
+        pairs = zip(self.request_ids, self.latencies_s, strict=False)
+        return [rid for rid, lat in pairs if lat > over_s]
 
     def line(self) -> str:
         text = (
@@ -248,18 +260,21 @@ async def drive(
     name: str,
     clients: int,
     seconds: float,
-    request: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
+    request: Request,
     interval: float = 0.0,
 ) -> Result:
     """``clients`` concurrent loops sending ``request`` for ``seconds``, after a short warm-up:
     back to back (closed loop: the server's capacity), or each one request per ``interval``
-    seconds, the clients' start times spread over one interval (a dashboard polling)."""
+    seconds, the clients' start times spread over one interval (a dashboard polling). Every
+    request carries its own ``X-Request-ID`` (``bench-<n>``)."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
         for _ in range(5):
-            await request(client)
+            await request(client, {})
         latencies: list[float] = []
         sent_at: list[float] = []
+        ids: list[str] = []
+        numbers = itertools.count()
         errors: Counter[int] = Counter()
         stop = time.monotonic() + seconds
 
@@ -269,17 +284,39 @@ async def drive(
                 if interval:
                     await asyncio.sleep(max(next_at - time.monotonic(), 0.0))
                     next_at += interval
+                rid = f"bench-{next(numbers)}"
                 started = time.perf_counter()
-                response = await request(client)
+                response = await request(client, {"X-Request-ID": rid})
                 if response.is_success:
                     latencies.append(time.perf_counter() - started)
                     sent_at.append(started - began_perf)
+                    ids.append(rid)
                 else:
                     errors[response.status_code] += 1
 
         began, began_perf = time.monotonic(), time.perf_counter()
         await asyncio.gather(*(loop(interval * i / clients) for i in range(clients)))
-        return Result(name, latencies, errors, time.monotonic() - began, sent_at)
+        return Result(name, latencies, errors, time.monotonic() - began, sent_at, ids)
+
+
+def server_side(result: Result, log: Path) -> str:
+    """What the server logged about ``result``'s slow requests: its slow-request lines name the
+    request id and the time it took to start answering. A slow request the server did not log
+    waited outside the application (the accept queue, the connection, the client)."""
+    ids = result.slow_ids()
+    if not ids:
+        return ""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    lines = [line for line in text.splitlines() if "slow request" in line]
+    found = [next((line for line in lines if f"request id {rid})" in line), None) for rid in ids]
+    named = [line for line in found if line is not None]
+    report = f"\n    server logged {len(named)} of the {len(ids)} slow requests"
+    for line in named[:3]:
+        message = line
+        with suppress(ValueError):
+            message = json.loads(line).get("message", line)
+        report += f"\n      {message}"
+    return report
 
 
 def run_backend(
@@ -319,19 +356,23 @@ def run_backend(
             *("--port", str(bare_port), *workers),
         ]
         one, page = f"/v1/jobs/{job_id}", "/v1/jobs?limit=50"
+        ours_log = workdir / f"{backend}-ours.log"
         results: dict[str, Result | WrkResult] = {}
         with (
-            server(ours_cmd, env, ours_port, workdir / f"{backend}-ours.log") as ours,
+            server(ours_cmd, env, ours_port, ours_log) as ours,
             server(bare_cmd, env, bare_port, workdir / f"{backend}-bare.log") as bare,
         ):
-            plan: list[tuple[str, Callable[[httpx.AsyncClient], Awaitable[httpx.Response]]]] = [
-                ("bare GET pk", lambda c: c.get(f"{bare}/bare/jobs/{job_id}")),
-                ("GET /v1/jobs/{id}", lambda c: c.get(f"{ours}{one}", headers=auth)),
+            plan: list[tuple[str, Request]] = [
+                ("bare GET pk", lambda c, h: c.get(f"{bare}/bare/jobs/{job_id}", headers=h)),
+                ("GET /v1/jobs/{id}", lambda c, h: c.get(f"{ours}{one}", headers=auth | h)),
                 (
                     "GET /v1/jobs?limit=50",
-                    lambda c: c.get(f"{ours}{page}", headers=auth),
+                    lambda c, h: c.get(f"{ours}{page}", headers=auth | h),
                 ),
-                ("POST /v1/jobs", lambda c: c.post(f"{ours}/v1/jobs", json=body, headers=auth)),
+                (
+                    "POST /v1/jobs",
+                    lambda c, h: c.post(f"{ours}/v1/jobs", json=body, headers=auth | h),
+                ),
             ]
             wrk_plan: dict[str, tuple[str, dict[str, Any] | None]] = {
                 "bare GET pk": (f"{bare}/bare/jobs/{job_id}", None),
@@ -362,7 +403,10 @@ def run_backend(
                     results[f"polled {name}"] = asyncio.run(
                         drive(label, args.clients, args.seconds, request, args.poll_interval)
                     )
-                    print(results[f"polled {name}"].line() + tcp_change(before), flush=True)
+                    polled = results[f"polled {name}"]
+                    assert isinstance(polled, Result)
+                    report = tcp_change(before) + server_side(polled, ours_log)
+                    print(polled.line() + report, flush=True)
         if backend == "postgres":
             import redis
 

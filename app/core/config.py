@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     max_json_body_bytes: int = Field(default=1024**2, ge=1024)
     # A request body that sends nothing for this long is dropped (a stalled upload).
     body_idle_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    # A request that takes longer than this to start answering is logged at WARNING with its
+    # route, status and request id (0: never).
+    slow_request_s: float = Field(default=1.0, ge=0)
     max_predict_bytes: int = Field(default=64 * 1024**2, gt=0)  # all images of one request
     max_predict_image_pixels: int = Field(default=25_000_000, gt=0)  # one image, as stored
     # Pixels decoded per request (a large JPEG decodes reduced; other formats count whole).

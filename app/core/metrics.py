@@ -9,10 +9,17 @@ Several uvicorn workers (``fopro serve --workers N``): each is its own process w
 counters. Set ``PROMETHEUS_MULTIPROC_DIR`` to an empty directory before start-up and the
 histogram is summed over all of them (prometheus-client's multiprocess mode); collectors read
 at scrape time need no such care: each scrape reads them afresh.
+
+A request whose answer took longer than ``slow_request_s`` to start (the server's share of the
+wait: queueing for a thread or a database connection, a lock, the query) is also logged at
+WARNING with its route, status, time and request id, so one slow request among thousands can be
+found without a tracer. Time to the response's start, not its end: an event stream or a large
+download is long by design.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -29,6 +36,10 @@ from prometheus_client import (
 from prometheus_client.registry import Collector
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.core.request_id import REQUEST_ID_HEADER
+
+log = logging.getLogger("fopro.requests")
 
 # Requests that matched no route share one label: raw paths would let a scanner create series.
 UNMATCHED_ROUTE = "<unmatched>"
@@ -63,11 +74,13 @@ def route_template(scope: Scope) -> str:
 
 
 class RequestMetrics:
-    """Pure ASGI middleware timing every HTTP request (streamed responses until their end);
-    Starlette's ``BaseHTTPMiddleware`` would buffer Server-Sent-Events."""
+    """Pure ASGI middleware timing every HTTP request (streamed responses until their end), and
+    logging the ones slower than ``slow_request_s`` to start answering (0: none); Starlette's
+    ``BaseHTTPMiddleware`` would buffer Server-Sent-Events."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, slow_request_s: float = 0.0) -> None:
         self.app = app
+        self.slow_request_s = slow_request_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -80,6 +93,9 @@ class RequestMetrics:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = int(message["status"])
+                waited = time.perf_counter() - started
+                if self.slow_request_s and waited > self.slow_request_s:
+                    self._log_slow(scope, message, waited)
             await send(message)
 
         try:
@@ -88,6 +104,24 @@ class RequestMetrics:
             REQUEST_DURATION.labels(route_template(scope), scope["method"], str(status)).observe(
                 time.perf_counter() - started
             )
+
+    @staticmethod
+    def _log_slow(scope: Scope, start: Message, waited: float) -> None:
+        # This middleware is outside the request-id one (its context is gone by the time the
+        # response ends), so the id is read off the answer's own header.
+        header = REQUEST_ID_HEADER.lower().encode()
+        request_id = next(
+            (value.decode("latin-1") for name, value in start.get("headers", []) if name == header),
+            "-",
+        )
+        log.warning(
+            "slow request: %s %s answered %s after %.2f s (request id %s)",
+            scope["method"],
+            route_template(scope),
+            start["status"],
+            waited,
+            request_id,
+        )
 
 
 def scrape_registry(collectors: Sequence[Collector]) -> CollectorRegistry:
@@ -103,10 +137,13 @@ def scrape_registry(collectors: Sequence[Collector]) -> CollectorRegistry:
     return registry
 
 
-def install_metrics(app: FastAPI, collectors: Sequence[Collector] = ()) -> None:
-    """Time every request of ``app`` and serve ``GET /metrics`` with ``collectors`` beside the
-    request histogram. Unauthenticated, like ``/readyz``: expose it only to the scraper."""
-    app.add_middleware(RequestMetrics)
+def install_metrics(
+    app: FastAPI, collectors: Sequence[Collector] = (), *, slow_request_s: float = 0.0
+) -> None:
+    """Time every request of ``app`` (logging those slower than ``slow_request_s`` to answer)
+    and serve ``GET /metrics`` with ``collectors`` beside the request histogram.
+    Unauthenticated, like ``/readyz``: expose it only to the scraper."""
+    app.add_middleware(RequestMetrics, slow_request_s=slow_request_s)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
