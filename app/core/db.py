@@ -10,13 +10,17 @@ from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from app.core.config import get_settings
 
 # Stable constraint names so Alembic migrations are identical on PostgreSQL and SQLite.
+# Threads that may query at once in one process: anyio's default threadpool (40, where FastAPI
+# runs sync routes and dependencies) and the event loop's own.
+SQLITE_POOL_SIZE = 41
+
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -60,10 +64,21 @@ class Base(DeclarativeBase):
 
 
 def make_engine(url: str, *, pool_size: int = 5, max_overflow: int = 10) -> Engine:
-    """An engine for ``url``; SQLite gets WAL, a busy timeout and enforced foreign keys; a server
+    """An engine for ``url``; SQLite gets WAL, a busy timeout, enforced foreign keys and a pool of
+    ``SQLITE_POOL_SIZE`` kept connections (``pool_size`` is for servers); a server
     database a pool of ``pool_size`` (+ ``max_overflow``) pre-pinged connections."""
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        pooling: dict[str, Any] = {}
+        if make_url(url).database not in (None, "", ":memory:"):
+            # Keep a connection for every thread that may run a query at once. SQLAlchemy's
+            # default for a file (5 + 10 overflow) closes each overflow connection on return, so
+            # under 20 concurrent requests most of them opened a connection and ran the pragmas
+            # below: a third of GET /v1/jobs/{id}'s time (py-spy, BENCHMARKS.md). A SQLite
+            # connection is a file handle, not a server's process.
+            pooling = {"pool_size": SQLITE_POOL_SIZE, "max_overflow": SQLITE_POOL_SIZE}
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **pooling
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
