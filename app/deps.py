@@ -7,6 +7,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
+import anyio
+import anyio.to_thread
+from anyio.lowlevel import RunVar
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
@@ -118,44 +121,60 @@ CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 @dataclass(frozen=True)
 class Caller:
     """A request's bearer key, present but not yet looked up: for the routes dashboards poll,
-    which do the lookup and their own queries in one thread hop (``in_one_hop``).
+    which open their session, do the lookup and their own queries in one thread hop
+    (``in_one_hop``).
 
     Each hop through the threadpool cost about 0.5 ms on 2 busy cores (``bench.api_load``); a
     sync read route with ``CurrentPrincipal`` takes four (the key, the route, its answer's
-    validation, the session's end)."""
+    validation, the session's end). The caller holds no session: a session dependency is an
+    async generator, whose exit stack FastAPI builds for every request (py-spy under wrk)."""
 
     request: Request
-    session: Session
-    settings: Settings
     token: str
 
-    def principal(self) -> Principal:
-        return resolve_principal(self.request, self.session, self.settings, self.token)
+    def principal(self, session: Session) -> Principal:
+        return resolve_principal(self.request, session, get_settings(), self.token)
 
 
 async def get_caller(
     request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_key)],
 ) -> Caller:
-    return Caller(request, session, settings, _bearer_token(credentials))
+    return Caller(request, _bearer_token(credentials))
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
+# Per event loop, as anyio keeps its own default limiter (a TestClient runs its own loop).
+_read_limiter: RunVar[anyio.CapacityLimiter] = RunVar("fopro_read_limiter")
 
-async def in_one_hop(session: Session, work: Callable[[], T]) -> T:
-    """Run ``work`` in the threadpool and end ``session`` in the same hop, so that
-    ``get_session`` has nothing left to do off the event loop."""
+
+def read_limiter() -> anyio.CapacityLimiter:
+    """The threads ``in_one_hop`` may use at once in this process (``FOPRO_READ_THREADS``)."""
+    try:
+        return _read_limiter.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(get_settings().read_threads)
+        _read_limiter.set(limiter)
+        return limiter
+
+
+async def in_one_hop(work: Callable[[Session], T]) -> T:
+    """Open a session, run ``work`` with it and end it, all in one trip to the threadpool, on
+    one of ``read_threads`` threads: a request that finds them busy waits on the event loop.
+
+    Not anyio's default 40: 20 requests at once in 20 threads spent their time handing the GIL
+    to each other. With 2 or 4 threads GET /v1/jobs/{id} served 35 % more requests per second
+    on 2 cores than with 8, 16 or 40 (BENCHMARKS.md)."""
 
     def run() -> T:
+        session = get_sessionmaker()()
         try:
-            return work()
+            return work(session)
         finally:
             _end_session(session)
 
-    return await run_in_threadpool(run)
+    return await anyio.to_thread.run_sync(run, limiter=read_limiter())
 
 
 def client_address(request: Request) -> str | None:

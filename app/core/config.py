@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     # API takes effect at once; one made elsewhere (another API process, `fopro admin`) takes
     # effect on this process within this many seconds. An expiry always takes effect at once.
     key_cache_seconds: float = Field(default=0, ge=0, le=300)
+    # Threads per API process that run the routes dashboards poll (GET /v1/jobs and
+    # /v1/jobs/{id}) at once; more requests wait their turn on the event loop. Few on purpose:
+    # threads beyond the cores only fight over the GIL (35 % more req/s with 4 than with 40 on
+    # 2 cores, BENCHMARKS.md). A server database's latency is what more threads would hide.
+    read_threads: int = Field(default=4, ge=1, le=256)
     # How long a rotated key keeps working when the rotation does not say.
     key_rotation_grace_s: int = Field(default=24 * 3600, ge=0, le=30 * 24 * 3600)
 

@@ -62,30 +62,29 @@ def submit_job(
 @router.get("")
 async def list_jobs(
     caller: CallerDep,
-    session: SessionDep,
     status: JobStatus | None = None,
     dataset_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: MaxOffset = 0,
 ) -> Page[JobOut]:
     return await in_one_hop(
-        session,
-        lambda: service.list_jobs(
+        lambda session: service.list_jobs(
             session,
-            caller.principal(),
+            caller.principal(session),
             status=status,
             dataset_id=dataset_id,
             limit=limit,
             offset=offset,
-        ),
+        )
     )
 
 
 @router.get("/{job_id}")
-async def read_job(job_id: str, caller: CallerDep, session: SessionDep) -> JobOut:
+async def read_job(job_id: str, caller: CallerDep) -> JobOut:
     return await in_one_hop(
-        session,
-        lambda: JobOut.model_validate(service.get_job(session, caller.principal(), job_id)),
+        lambda session: JobOut.model_validate(
+            service.get_job(session, caller.principal(session), job_id)
+        )
     )
 
 

@@ -5,6 +5,9 @@ through (Starlette's ``run_in_threadpool`` and FastAPI's sync dependencies alike
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
+import app.deps
+from app.deps import in_one_hop
 from tests.unit.jobs.conftest import Team, add_job
 from tests.unit.jobs.ready_dataset import auth, make_team_key
 
@@ -73,3 +78,29 @@ def test_a_sync_route_no_longer_pays_for_the_sessions_start_or_the_actor(
     # The key (and its rate limit), the route, its answer's validation, and the session's end
     # (a read leaves a transaction to roll back). It was six.
     assert len(hops) == 4, hops
+
+
+def test_the_one_hop_reads_run_on_at_most_read_threads_threads_at_once(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ``client`` configures the database the sessions open on.
+    settings = app.deps.get_settings().model_copy(update={"read_threads": 2})
+    monkeypatch.setattr(app.deps, "get_settings", lambda: settings)
+    running, most, lock = 0, 0, threading.Lock()
+
+    def work(session: Session) -> int:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.05)
+        with lock:
+            running -= 1
+        return threading.get_ident()
+
+    async def many() -> list[int]:
+        return await asyncio.gather(*(in_one_hop(work) for _ in range(8)))
+
+    threads = asyncio.run(many())
+    assert most == 2
+    assert len(threads) == 8
