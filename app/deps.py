@@ -13,11 +13,10 @@ from anyio.lowlevel import RunVar
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from app.audit.service import Actor
 from app.core.config import Settings, get_settings
-from app.core.db import get_sessionmaker
+from app.core.db import end_read_transaction, get_sessionmaker
 from app.core.errors import Unauthenticated
 from app.core.ratelimit import STATE_KEY, key_rate_limiter
 from app.core.request_id import current_request_id
@@ -45,9 +44,23 @@ async def get_session() -> AsyncIterator[Session]:
         yield session
     finally:
         if session.in_transaction():
-            await run_in_threadpool(_end_session, session)
+            # Threads of their own: a session that still holds a connection must be able to
+            # give it back while every threadpool thread waits for one (see ``get_principal``).
+            await anyio.to_thread.run_sync(_end_session, session, limiter=_ending_limiter())
         else:
             session.close()  # committed or ended already: no connection, no I/O
+
+
+_ending: RunVar[anyio.CapacityLimiter] = RunVar("fopro_session_ending_limiter")
+
+
+def _ending_limiter() -> anyio.CapacityLimiter:
+    try:
+        return _ending.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(8)
+        _ending.set(limiter)
+        return limiter
 
 
 async def settings_dependency() -> Settings:
@@ -111,8 +124,16 @@ def get_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_key)],
 ) -> Principal:
     """``Authorization: Bearer <key>`` resolved and counted (``resolve_principal``) in one thread
-    hop. Runs once per request (an upload or an event stream is one)."""
-    return resolve_principal(request, session, settings, _bearer_token(credentials))
+    hop. Runs once per request (an upload or an event stream is one).
+
+    The key lookup's transaction ends here, so the connection goes back to the pool before the
+    thread does. Held across the hop to the route, it deadlocked the API under a burst: 50
+    submits on 15 connections per process, the threadpool's 40 threads all waiting in the
+    pool for a connection, and the requests holding the 15 waiting for a thread to go on with;
+    nothing moved until the pool's 30 s timeout failed the waiters (bench.api_load, cache 0)."""
+    principal = resolve_principal(request, session, settings, _bearer_token(credentials))
+    end_read_transaction(session)
+    return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
@@ -125,8 +146,8 @@ class Caller:
     (``in_one_hop``).
 
     Each hop through the threadpool cost about 0.5 ms on 2 busy cores (``bench.api_load``); a
-    sync read route with ``CurrentPrincipal`` takes four (the key, the route, its answer's
-    validation, the session's end). The caller holds no session: a session dependency is an
+    sync read route with ``CurrentPrincipal`` takes three (the key, the route, its answer's
+    validation). The caller holds no session: a session dependency is an
     async generator, whose exit stack FastAPI builds for every request (py-spy under wrk)."""
 
     request: Request

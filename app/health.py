@@ -11,9 +11,10 @@ from sqlalchemy import text
 
 from app.core.db import get_engine
 from app.core.queue import get_celery
+from app.core.routing import ServiceRoute
 from app.deps import StoreDep
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=ServiceRoute)
 
 
 def check_database() -> None:

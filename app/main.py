@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 from starlette.types import Message, Receive, Scope, Send
@@ -93,6 +94,20 @@ def _install_error_handlers(app: FastAPI) -> None:
             503,
             "unavailable",
             "The database did not answer (busy or restarting); retry in a moment.",
+            headers={"Retry-After": "1"},
+        )
+
+    @app.exception_handler(PoolTimeout)
+    async def connections_busy(request: Request, exc: PoolTimeout) -> JSONResponse:
+        log.warning(
+            "no database connection free on %s %s within the pool's timeout",
+            request.method,
+            request.url.path,
+        )
+        return _error(
+            503,
+            "unavailable",
+            "Every database connection of this API process is busy; retry in a moment.",
             headers={"Retry-After": "1"},
         )
 

@@ -10,10 +10,11 @@ from pydantic import AwareDatetime
 from app.audit.schemas import AuditRecordOut
 from app.audit.service import AuditAction, AuditFilter, list_records
 from app.core.pagination import MaxOffset, Page
+from app.core.routing import ServiceRoute
 from app.deps import CurrentPrincipal, SessionDep
 from app.teams.models import Role
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix="/audit", tags=["audit"], route_class=ServiceRoute)
 
 
 @router.get("")

@@ -11,7 +11,13 @@ from typing import Any
 
 from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
 from sqlalchemy.engine import Dialect, make_url
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    ORMExecuteState,
+    Session,
+    SessionTransaction,
+    sessionmaker,
+)
 from sqlalchemy.types import TypeDecorator
 
 from app.core.config import get_settings
@@ -122,3 +128,37 @@ def session_scope() -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# Set in ``Session.info`` while the session's transaction has written (or may have: any
+# statement that is not a SELECT), so ``end_read_transaction`` leaves it to its owner.
+_WROTE = "fopro_wrote"
+
+
+@event.listens_for(Session, "after_flush")
+def _note_flush(session: Session, _context: Any) -> None:
+    session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _note_statement(state: ORMExecuteState) -> None:
+    if not state.is_select:
+        state.session.info[_WROTE] = True
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_writes(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        session.info.pop(_WROTE, None)
+
+
+def end_read_transaction(session: Session) -> None:
+    """Give the connection of ``session``'s transaction back to the pool if the transaction
+    only read: a commit, which writes nothing and leaves loaded objects usable
+    (``expire_on_commit=False``). A transaction that wrote, or holds unflushed changes, is left
+    as it is, for its owner to commit or roll back."""
+    if not session.in_transaction() or session.info.get(_WROTE):
+        return
+    if session.new or session.dirty or session.deleted:
+        return
+    session.commit()

@@ -18,12 +18,12 @@ from urllib.parse import quote
 from fastapi import Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse
-from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from app.core.errors import InvalidInput, ServiceError
 from app.core.pagination import MAX_OFFSET
+from app.core.routing import ServiceRoute
 from app.core.security_headers import ALWAYS, HTML_ONLY
 from app.dashboard.auth import SignedIn, SignInRequired
 
@@ -156,7 +156,7 @@ def _failure(request: Request, exc: ServiceError) -> Response | None:
     )
 
 
-class DashboardRoute(APIRoute):
+class DashboardRoute(ServiceRoute):
     """An APIRoute whose failures answer people with pages and whose responses carry the
     dashboard's security headers."""
 

@@ -16,6 +16,7 @@ from app.core.db import new_id
 from app.core.errors import ErrorOut, InvalidInput, ServiceUnavailable, error_responses
 from app.core.events import EventOut, EventWindowDep, read_events
 from app.core.pagination import MaxOffset, Page
+from app.core.routing import ServiceRoute
 from app.core.storage import ObjectNotFound, StoreUnavailable
 from app.core.tenancy import get_owned, scoped
 from app.datasets import service
@@ -31,7 +32,7 @@ from app.datasets.upload import receive_archive
 from app.deps import ActorDep, CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 from app.teams.quotas import upload_allowance
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(prefix="/datasets", tags=["datasets"], route_class=ServiceRoute)
 
 
 def _field_schemas() -> dict[str, dict[str, Any]]:

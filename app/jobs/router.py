@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from app.audit.service import AuditAction, record
 from app.core.events import EventOut, EventWindowDep, read_events
 from app.core.pagination import MAX_ROW_ID, MaxOffset, Page
+from app.core.routing import ServiceRoute
 from app.deps import (
     ActorDep,
     CallerDep,
@@ -24,7 +25,7 @@ from app.jobs.models import Job, JobEvent, JobStatus
 from app.jobs.schemas import JobCreate, JobMetricsOut, JobOut
 from app.jobs.stream import job_stream
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(prefix="/jobs", tags=["jobs"], route_class=ServiceRoute)
 
 IdempotencyKey = Annotated[
     str | None,

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from app.audit.service import Actor, AuditAction, record
 from app.core.errors import ErrorOut, NotFound, ServiceError, error_responses
 from app.core.request_id import current_request_id
+from app.core.routing import ServiceRoute
 from app.core.security import sign_download, verify_download
 from app.core.storage import COPY_CHUNK_BYTES, ObjectStore, content_disposition
 from app.deps import ActorDep, CurrentPrincipal, SessionDep, SettingsDep, StoreDep, client_address
@@ -45,14 +46,14 @@ from app.students.predict_limits import (
 from app.students.schemas import ArtifactOut, PredictionsOut
 from app.students.service import get_artifact, list_artifacts
 
-router = APIRouter(prefix="/jobs/{job_id}", tags=["artifacts"])
+router = APIRouter(prefix="/jobs/{job_id}", tags=["artifacts"], route_class=ServiceRoute)
 
 
 class ExplainMethod(StrEnum):
     occlusion = "occlusion"
 
 
-links = APIRouter(tags=["artifacts"])
+links = APIRouter(tags=["artifacts"], route_class=ServiceRoute)
 
 
 class InvalidDownloadLink(ServiceError):

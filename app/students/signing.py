@@ -11,6 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from app.core.routing import ServiceRoute
 from app.deps import SettingsDep
 from foprokd.signing import (
     ALGORITHM,
@@ -20,7 +21,7 @@ from foprokd.signing import (
     public_key_pem,
 )
 
-router = APIRouter(tags=["artifacts"])
+router = APIRouter(tags=["artifacts"], route_class=ServiceRoute)
 
 
 class SigningKeyOut(BaseModel):

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Response, UploadFile, status
 
 from app.audit.service import AuditAction, record
+from app.core.routing import ServiceRoute
 from app.core.tenancy import get_owned
 from app.deps import ActorDep, CurrentPrincipal, SessionDep, SettingsDep, StoreDep
 from app.teachers.models import Teacher
@@ -21,7 +22,7 @@ from app.teachers.service import (
 )
 from app.teams.models import Role
 
-router = APIRouter(prefix="/teachers", tags=["teachers"])
+router = APIRouter(prefix="/teachers", tags=["teachers"], route_class=ServiceRoute)
 
 
 def get_weights_verifier() -> WeightsVerifier:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, status
 
 from app.audit.service import AuditAction, record
 from app.core.db import utcnow
+from app.core.routing import ServiceRoute
 from app.core.tenancy import get_owned, scoped
 from app.deps import ActorDep, CurrentPrincipal, SessionDep, SettingsDep
 from app.teams.models import ApiKey, Role, Team
@@ -24,7 +25,7 @@ from app.teams.schemas import (
 )
 from app.teams.service import active_key_count, create_api_key, forget_key, rotate_api_key
 
-router = APIRouter(tags=["teams"])
+router = APIRouter(tags=["teams"], route_class=ServiceRoute)
 
 
 @router.get("/me")

@@ -183,6 +183,7 @@ def test_a_database_that_does_not_answer_is_a_503_to_retry(embedded_service: Ser
     """Out of connections (PostgreSQL's "too many clients", seen under bench.api_load), a
     restart or a lock timeout is nothing the client did: 503 with Retry-After, not a 500."""
     from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
 
     from app.main import create_app
 
@@ -192,12 +193,22 @@ def test_a_database_that_does_not_answer_is_a_503_to_retry(embedded_service: Ser
     def busy() -> None:
         raise OperationalError("SELECT 1", {}, Exception("sorry, too many clients already"))
 
+    @app.get("/pool-empty")
+    def pool_empty() -> None:
+        raise PoolTimeout("QueuePool limit of size 5 overflow 10 reached, connection timed out")
+
     with TestClient(app, raise_server_exceptions=False) as test_client:
         response = test_client.get("/busy")
+        emptied = test_client.get("/pool-empty")
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "1"
     assert response.json()["error"]["code"] == "unavailable"
     assert "too many clients" not in response.text
+    # Every connection of the process busy for the pool's timeout: also a 503, not a 500.
+    assert emptied.status_code == 503
+    assert emptied.headers["Retry-After"] == "1"
+    assert emptied.json()["error"]["code"] == "unavailable"
+    assert "QueuePool" not in emptied.text
 
 
 def test_unexpected_errors_answer_500_without_internals(embedded_service: Service) -> None:
