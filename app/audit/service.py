@@ -126,6 +126,13 @@ def _name_created_objects(session: Session, _context: Any, _instances: Any) -> N
     _name_created(session)
 
 
+def write_pending_records(session: Session) -> None:
+    """Add the records that can be written now to ``session``, for its next flush rather than at
+    its commit: for a service that must hold a lock from its last flush to its commit (a job
+    submit, holding its team's row) and keeps that span short. A rollback still drops them."""
+    _write_pending_records(session)
+
+
 @event.listens_for(Session, "before_commit")
 def _write_pending_records(session: Session) -> None:
     _name_created(session)

@@ -6,10 +6,13 @@ sends it later; a message delivered twice is harmless, because only one claim ca
 
 from __future__ import annotations
 
+import functools
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import Update, bindparam, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from app.core import queue
 from app.core.db import utcnow
@@ -19,6 +22,19 @@ from app.jobs.schemas import CELERY_PRIORITY, Priority
 from app.jobs.state import forget_cached_job
 
 log = logging.getLogger("fopro.jobs")
+
+
+@functools.cache
+def _stamp_enqueued() -> Update:
+    """``enqueued_at`` and ``updated_at`` := ``:now`` on the job ``:job_id`` while it is queued;
+    built once (a statement built per call recomputes its cache key)."""
+    now = bindparam("now", type_=Job.enqueued_at.type)
+    return (
+        update(Job)
+        .where(Job.id == bindparam("job_id"), Job.status == JobStatus.queued.value)
+        .values(enqueued_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def enqueue_job(session: Session, job_id: str, priority: str) -> bool:
@@ -32,14 +48,17 @@ def enqueue_job(session: Session, job_id: str, priority: str) -> bool:
     except Exception as exc:  # any broker failure: the reaper retries, the request must not fail
         log.warning("job %s stays queued, the broker refused it: %s", job_id, exc)
         return False
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.queued.value)
-        .values(enqueued_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
+    now = utcnow()
+    stamped = session.execute(_stamp_enqueued(), {"job_id": job_id, "now": now})
     session.commit()
-    forget_cached_job(session, job_id)
+    cached = session.identity_map.get(identity_key(Job, job_id))
+    if stamped.rowcount == 1 and cached is not None:  # type: ignore[attr-defined]
+        # What the UPDATE wrote is known: the caller's copy takes it without a reload (a submit
+        # answers from it; reloading cost a checkout, a ping and a select).
+        set_committed_value(cached, "enqueued_at", now)
+        set_committed_value(cached, "updated_at", now)
+    else:
+        forget_cached_job(session, job_id)
     return True
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import Select, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from app.audit.service import write_pending_records
 from app.core.config import Settings
 from app.core.db import new_id
 from app.core.errors import Conflict, IllegalTransition, InvalidInput, ServiceUnavailable
@@ -148,7 +149,6 @@ def create_job(
             return _same_request(existing, body), False
     _ready_dataset(session, body.dataset_id, principal.team_id)
     _check_models(session, principal.team_id, body, settings)
-    check_job_quota(session, principal.team_id, settings)
     job = Job(
         id=new_id("job"),
         team_id=principal.team_id,
@@ -166,6 +166,10 @@ def create_job(
     session.add(job)
     add_event(session, job.id, EventKind.state, "Queued.", {"to": JobStatus.queued.value})
     try:
+        # The rows go in before the team lock is taken, so only the quota count holds it.
+        write_pending_records(session)
+        session.flush()
+        check_job_quota(session, principal.team_id, settings)
         session.commit()
     except IntegrityError:
         # A concurrent request with the same key committed first: answer with its job.
@@ -291,7 +295,6 @@ def retry_job(session: Session, principal: Principal, job_id: str, settings: Set
     if old.params.get("allow_random_weights"):
         principal.require(Role.admin)
     _ready_dataset(session, old.dataset_id, principal.team_id)
-    check_job_quota(session, principal.team_id, settings)
     job = Job(
         team_id=old.team_id,
         dataset_id=old.dataset_id,
@@ -323,6 +326,9 @@ def retry_job(session: Session, principal: Principal, job_id: str, settings: Set
         {"to": JobStatus.queued.value, "retry_of": old.id},
     )
     add_event(session, old.id, EventKind.info, f"Retried as {job.id}.", {"retry": job.id})
+    write_pending_records(session)
+    session.flush()
+    check_job_quota(session, principal.team_id, settings)
     session.commit()
     enqueue_job(session, job.id, job.priority)
     return job

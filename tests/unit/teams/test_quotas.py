@@ -12,10 +12,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from app.audit.models import AuditRecord
+from app.audit.service import AuditAction
 from app.core.storage import ObjectStore
 from app.core.tenancy import team_object_key
 from app.datasets.models import Dataset
-from app.jobs.models import Job, JobStatus
+from app.jobs.models import Job, JobEvent, JobStatus
 from app.students.models import Artifact
 from app.teachers.models import Teacher
 from fopro.cli import cli
@@ -68,6 +70,14 @@ def test_the_active_jobs_quota_answers_429_with_retry_after_and_frees_when_a_job
     assert f"Team {team.name} has 2 of 2 active jobs" in error["message"]
     assert error["details"] == {"quota": "max_active_jobs", "used": 2, "limit": 2}
     assert session.scalar(select(func.count(Job.id)).where(Job.team_id == team.id)) == 2
+    # The refused job's rows went in before the quota count: the refusal rolled all of them back.
+    assert (
+        session.scalar(select(func.count(JobEvent.id)).join(Job).where(Job.team_id == team.id)) == 2
+    )
+    creates = select(func.count(AuditRecord.id)).where(
+        AuditRecord.team_id == team.id, AuditRecord.action == AuditAction.job_create.value
+    )
+    assert session.scalar(creates) == 2
 
     job_id = first.json()["id"]
     cancel = client.post(f"/v1/jobs/{job_id}/cancel", headers=auth(team.admin))
