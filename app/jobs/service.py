@@ -125,6 +125,17 @@ def _by_idempotency_key(session: Session, team_id: str, key: str) -> Job | None:
     return session.scalar(scoped(Job, team_id).where(Job.idempotency_key == key))
 
 
+def _commit_within_quota(session: Session, team_id: str, settings: Settings) -> None:
+    """Commit the new queued job's rows unless the team is over a quota (429, rolled back).
+
+    The rows (and the audit record) go in first, so the team's row lock, which every submit of
+    the team waits for, is held only for the quota count and the commit."""
+    write_pending_records(session)
+    session.flush()
+    check_job_quota(session, team_id, settings)
+    session.commit()
+
+
 def create_job(
     session: Session,
     principal: Principal,
@@ -166,11 +177,7 @@ def create_job(
     session.add(job)
     add_event(session, job.id, EventKind.state, "Queued.", {"to": JobStatus.queued.value})
     try:
-        # The rows go in before the team lock is taken, so only the quota count holds it.
-        write_pending_records(session)
-        session.flush()
-        check_job_quota(session, principal.team_id, settings)
-        session.commit()
+        _commit_within_quota(session, principal.team_id, settings)
     except IntegrityError:
         # A concurrent request with the same key committed first: answer with its job.
         session.rollback()
@@ -326,10 +333,7 @@ def retry_job(session: Session, principal: Principal, job_id: str, settings: Set
         {"to": JobStatus.queued.value, "retry_of": old.id},
     )
     add_event(session, old.id, EventKind.info, f"Retried as {job.id}.", {"retry": job.id})
-    write_pending_records(session)
-    session.flush()
-    check_job_quota(session, principal.team_id, settings)
-    session.commit()
+    _commit_within_quota(session, principal.team_id, settings)
     enqueue_job(session, job.id, job.priority)
     return job
 
